@@ -1,0 +1,104 @@
+"""Delivery service: stores every message and fans it out (a stream worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from pymongo.errors import PyMongoError
+
+from services.delivery.cache import ConversationCache
+from services.delivery.commands import CommandRouter
+from services.delivery.connect import ConnectFlow
+from services.delivery.conversations import ConversationFlow
+from services.delivery.history import HistoryFlow
+from services.delivery.offline import OfflineQueue
+from services.delivery.partitions import PartitionManager
+from services.delivery.receipts import ReceiptFlow
+from services.delivery.recent import RecentCache
+from services.delivery.send import SendFlow
+from services.delivery.store import Store
+from services.delivery.typing import TypingFlow
+from shared import keys
+from shared.logging import get_logger
+from shared.mongo import MongoDB, create_mongo, database, ensure_indexes, mongo_ping
+from shared.redis_client import create_redis, wait_for_redis
+from shared.settings import Settings
+from shared.streams import GroupConsumer
+from shared.web import READY_CHECKS, REDIS, SETTINGS, base_app
+
+log = get_logger(__name__)
+
+PARTITIONS = web.AppKey("partitions", PartitionManager)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app(settings, "delivery", create_redis(settings))
+    app.cleanup_ctx.append(_worker)
+    return app
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    settings, redis_client = app[SETTINGS], app[REDIS]
+    await wait_for_redis(redis_client)
+    mongo = create_mongo(settings)
+    db = database(mongo, settings)
+    app[READY_CHECKS].append(lambda: mongo_ping(mongo))
+    store = Store(db)
+    cache = ConversationCache(store)
+    recent = RecentCache(redis_client, settings.history_cache_size)
+    offline = OfflineQueue(redis_client, settings)
+    typing = TypingFlow(cache, redis_client, settings)
+    router = CommandRouter(
+        redis_client,
+        settings,
+        send=SendFlow(store, cache, recent, offline, settings),
+        conversations=ConversationFlow(store, cache, settings),
+        history=HistoryFlow(store, cache, recent),
+        receipts=ReceiptFlow(store, cache),
+        typing=typing,
+        offline=offline,
+    )
+    # A new partition owner must not trust seq counters from before.
+    partitions = PartitionManager(
+        redis_client, settings, router.handle, on_acquire=lambda _p: cache.forget_seqs()
+    )
+    app[PARTITIONS] = partitions
+    connects = GroupConsumer(
+        redis_client,
+        keys.connection_event_stream(),
+        keys.DELIVERY_GROUP,
+        settings.instance_id,
+        ConnectFlow(redis_client, settings, offline).handle,
+        batch_size=settings.batch_size,
+        block_ms=settings.block_ms,
+        reclaim_idle_ms=settings.reclaim_idle_ms,
+    )
+    tasks = [
+        asyncio.create_task(_start_partitions(partitions, db), name="partitions"),
+        asyncio.create_task(connects.run(), name="connect-events"),
+        asyncio.create_task(typing.lapse_loop(), name="typing-lapse"),
+    ]
+    log.info("delivery started")
+    yield
+    connects.stop()
+    await partitions.stop()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await mongo.close()
+
+
+async def _start_partitions(partitions: PartitionManager, db: MongoDB) -> None:
+    """Create indexes (retrying while MongoDB is down) before taking any work."""
+    while True:
+        try:
+            await ensure_indexes(db)
+            break
+        except PyMongoError as exc:
+            log.warning("index creation failed; retrying", error=str(exc))
+            await asyncio.sleep(1)
+    await partitions.run()

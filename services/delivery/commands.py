@@ -1,0 +1,139 @@
+"""Routes a batch of commands read from one partition to their flows.
+
+Sends are handled together (one batched insert); every other request on its
+own. A MongoDB outage answers the affected requests SERVICE_UNAVAILABLE
+(nothing is acked without persistence, and the client may retry with the
+same clientMessageId); a Redis error propagates so the whole batch stays
+pending and is redone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
+
+from services.delivery import metrics
+from services.delivery.context import Request
+from services.delivery.conversations import ConversationFlow
+from services.delivery.history import HistoryFlow
+from services.delivery.offline import OfflineQueue, valid_cursor
+from services.delivery.outbox import Outbox
+from services.delivery.receipts import ReceiptFlow
+from services.delivery.send import SendFlow
+from services.delivery.typing import TypingFlow
+from shared.events import decode_command
+from shared.logging import get_logger
+from shared.protocol import (
+    INTERNAL_ERROR,
+    INVALID_MESSAGE,
+    SERVICE_UNAVAILABLE,
+    AckQueued,
+    CreateConversation,
+    FetchHistory,
+    ListConversations,
+    ReadReceipt,
+    SendMessage,
+    Sync,
+    TypingIndicator,
+)
+from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.settings import Settings
+from shared.streams import Entry
+
+log = get_logger(__name__)
+
+MONGO_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+class CommandRouter:
+    def __init__(
+        self,
+        redis_client: RedisClient,
+        settings: Settings,
+        send: SendFlow,
+        conversations: ConversationFlow,
+        history: HistoryFlow,
+        receipts: ReceiptFlow,
+        typing: TypingFlow,
+        offline: OfflineQueue,
+    ) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.send = send
+        self.conversations = conversations
+        self.history = history
+        self.receipts = receipts
+        self.typing = typing
+        self.offline = offline
+
+    async def handle(self, stream: str, entries: Sequence[Entry]) -> None:
+        requests: list[Request] = []
+        for entry_id, body in entries:
+            try:
+                requests.append(Request(stream, entry_id, decode_command(body)))
+            except msgspec.DecodeError:
+                # Only a gateway writes here; a body we cannot read is a bug, not input.
+                log.error("undecodable command dropped", stream=stream, entry=entry_id.decode())
+        metrics.BATCH_SIZE.observe(len(requests))
+        outbox = Outbox(self.redis, self.settings)
+        sends = [r for r in requests if isinstance(r.command.frame, SendMessage)]
+        if sends:
+            metrics.COMMANDS.labels(type="send_message").inc(len(sends))
+            await self._guard(sends, outbox, self.send.handle(sends, outbox))
+        for request in requests:
+            if not isinstance(request.command.frame, SendMessage):
+                await self._guard([request], outbox, self._one(request, outbox))
+        results = await outbox.flush()
+        # Publishing reached no gateway: the member has no live connection.
+        offline = [
+            (user_id, tag[1])
+            for (tag, user_id), receivers in results
+            if tag[0] == "offline" and receivers == 0
+        ]
+        await self.offline.enqueue(offline)
+
+    async def _guard(self, requests: list[Request], outbox: Outbox, work: object) -> None:
+        try:
+            await work  # type: ignore[misc]
+        except REDIS_ERRORS:
+            raise
+        except MONGO_UNAVAILABLE as exc:
+            log.warning("mongodb unavailable", error=str(exc), requests=len(requests))
+            for request in requests:
+                request.error(outbox, SERVICE_UNAVAILABLE, "message store unavailable; retry")
+        except Exception:
+            log.exception("command failed", requests=len(requests))
+            for request in requests:
+                request.error(outbox, INTERNAL_ERROR, "internal error")
+
+    async def _one(self, request: Request, outbox: Outbox) -> None:
+        frame = request.command.frame
+        metrics.COMMANDS.labels(type=str(type(frame).__struct_config__.tag)).inc()
+        if isinstance(frame, FetchHistory):
+            await self.history.fetch(request, frame, outbox)
+        elif isinstance(frame, Sync):
+            await self.history.sync(request, frame, outbox)
+        elif isinstance(frame, CreateConversation):
+            await self.conversations.create(request, frame, outbox)
+        elif isinstance(frame, ListConversations):
+            await self.conversations.list(request, outbox)
+        elif isinstance(frame, ReadReceipt):
+            await self.receipts.handle(request, frame, outbox)
+        elif isinstance(frame, TypingIndicator):
+            await self.typing.handle(request, frame, outbox)
+        elif isinstance(frame, AckQueued):
+            await self._ack_queued(request, frame, outbox)
+        else:
+            request.error(outbox, INVALID_MESSAGE, "this request is not served by delivery")
+
+    async def _ack_queued(self, request: Request, frame: AckQueued, outbox: Outbox) -> None:
+        if not valid_cursor(frame.up_to):
+            request.error(outbox, INVALID_MESSAGE, "upTo must be a cursor from queued_messages")
+            return
+        command = request.command
+        await self.offline.ack(command.user_id, frame.up_to)
+        await self.offline.send_batch(
+            outbox, command.user_id, command.gateway_id, command.connection_id, after=frame.up_to
+        )

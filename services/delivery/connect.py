@@ -1,0 +1,44 @@
+"""On every new connection, hand the user's offline queue to that connection.
+
+Consumed from the connection-event stream with the delivery consumer group,
+so an event that arrives while delivery is down is handled when it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from services.delivery.offline import OfflineQueue
+from services.delivery.outbox import Outbox
+from shared.events import ConnOpened, decode_conn_event
+from shared.logging import get_logger
+from shared.redis_client import RedisClient
+from shared.settings import Settings
+from shared.streams import Entry
+
+log = get_logger(__name__)
+
+
+class ConnectFlow:
+    def __init__(
+        self, redis_client: RedisClient, settings: Settings, offline: OfflineQueue
+    ) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self.offline = offline
+
+    async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
+        outbox = Outbox(self.redis, self.settings)
+        for _, body in entries:
+            try:
+                event = decode_conn_event(body)
+            except msgspec.DecodeError:
+                log.error("undecodable connection event dropped")
+                continue
+            if isinstance(event, ConnOpened):
+                await self.offline.send_batch(
+                    outbox, event.user_id, event.gateway_id, event.connection_id
+                )
+        await outbox.flush()

@@ -1,0 +1,107 @@
+"""Offline queues: messages kept per user while no device of theirs is connected.
+
+A message goes to a member's queue when publishing it on their channel
+reached no gateway (no live connection). A device that connects receives the
+queue as ``queued_messages`` batches of at most 100, oldest first; entries
+are removed only when a device sends ``ack_queued`` with the batch's cursor,
+so a device that goes away before acking gets them again next time. Entries
+pushed out by the cap or by retention leave their conversation ids in an
+overflow set, turned into ``sync_required`` on the next connect.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from services.delivery import metrics
+from services.delivery.outbox import Outbox
+from shared import keys
+from shared.protocol import Message, QueuedMessages, SyncRequired, encode
+from shared.redis_client import RedisClient
+from shared.scripts import load_script
+from shared.settings import Settings
+
+_message_decoder = msgspec.json.Decoder(Message)
+_message_encoder = msgspec.json.Encoder()
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id`` (for an exclusive MINID trim)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def valid_cursor(cursor: str) -> bool:
+    ms, sep, seq = cursor.partition("-")
+    return bool(sep) and ms.isdigit() and seq.isdigit() and len(cursor) <= 41
+
+
+class OfflineQueue:
+    def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
+        self.redis = redis_client
+        self.cap = settings.offline_queue_max
+        self.retention_ms = settings.offline_queue_retention_seconds * 1000
+        self.batch = settings.queue_batch_size
+        self._enqueue = load_script(redis_client, "offline_enqueue")
+
+    async def enqueue(self, items: list[tuple[str, Message]]) -> None:
+        """Keep each (user, message) in the user's queue; one pipeline for all."""
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        now = int(time.time() * 1000)
+        for user_id, message in items:
+            await self._enqueue(
+                keys=[keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id)],
+                args=[
+                    self.cap,
+                    self.retention_ms,
+                    message.conversation_id,
+                    _message_encoder.encode(message),
+                    now,
+                ],
+                client=pipe,
+            )
+        dropped = await pipe.execute()
+        metrics.OFFLINE_ENQUEUED.inc(len(items))
+        overflow = sum(int(d) for d in dropped)
+        if overflow:
+            metrics.OFFLINE_OVERFLOWS.inc(overflow)
+
+    async def send_batch(
+        self, outbox: Outbox, user_id: str, gateway_id: str, connection_id: str, after: str = "-"
+    ) -> int:
+        """Queue for one connection the next batch after ``after``; returns its size.
+
+        On the first batch (``after == "-"``) any overflow is announced first as
+        ``sync_required``, and cleared: the device is about to sync.
+        """
+        queue = keys.offline_queue_key(user_id)
+        start = "-" if after == "-" else f"({after}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(queue, min=start, max="+", count=self.batch + 1)
+        if after == "-":
+            pipe.smembers(keys.offline_overflow_key(user_id))
+            pipe.delete(keys.offline_overflow_key(user_id))
+        replies = await pipe.execute()
+        entries = replies[0]
+        if after == "-" and replies[1]:
+            conversations = sorted(c.decode() for c in replies[1])
+            outbox.reply(
+                gateway_id, connection_id, encode(SyncRequired(conversation_ids=conversations))
+            )
+        if not entries:
+            return 0
+        more = len(entries) > self.batch
+        entries = entries[: self.batch]
+        messages = [_message_decoder.decode(fields[b"d"]) for _, fields in entries]
+        cursor = entries[-1][0].decode()
+        frame = QueuedMessages(messages=messages, cursor=cursor, more=more)
+        outbox.reply(gateway_id, connection_id, encode(frame))
+        return len(messages)
+
+    async def ack(self, user_id: str, up_to: str) -> None:
+        """Remove every entry up to and including ``up_to``."""
+        await self.redis.xtrim(keys.offline_queue_key(user_id), minid=next_id(up_to))

@@ -1,0 +1,215 @@
+"""The send flow: membership, gapless seq, idempotent persistence, fan-out.
+
+For a batch of send_message commands of one partition:
+1. look up each conversation (cached) and refuse non-members;
+2. give each message the next seq of its conversation and insert the batch
+   in order, with a message id derived from (sender, clientMessageId) or, with
+   no clientMessageId, from the stream entry, so a redelivered entry or a
+   retried send collides with the stored message instead of duplicating it;
+3. on a collision, keep what went in, resolve the colliding message (a
+   duplicate, or a stale seq counter that is reloaded) and continue;
+4. then ack the sender, push to every member's devices, keep the message
+   for members with no live connection, and record the domain event.
+The stream entries are acknowledged by the caller only after all of that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from services.delivery import metrics
+from services.delivery.cache import CachedConversation, ConversationCache
+from services.delivery.context import Request
+from services.delivery.offline import OfflineQueue
+from services.delivery.outbox import Outbox
+from services.delivery.recent import RecentCache
+from services.delivery.store import Store, message_to_doc
+from shared import keys
+from shared.events import MessageSent, encode_event
+from shared.logging import get_logger
+from shared.protocol import (
+    CONVERSATION_NOT_FOUND,
+    NOT_A_MEMBER,
+    Message,
+    MessageAck,
+    MessagePush,
+    SendMessage,
+    encode,
+)
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+DUPLICATE_KEY = 11000
+
+
+def message_id(request: Request, frame: SendMessage) -> str:
+    """Deterministic id: the same send (or the same stream entry) gives the same id."""
+    if frame.client_message_id is not None:
+        basis = f"c\0{request.command.user_id}\0{frame.client_message_id}"
+    else:
+        basis = f"e\0{request.stream}\0{request.entry_id.decode()}"
+    return hashlib.blake2b(basis.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: Request
+    frame: SendMessage
+    conversation: CachedConversation
+    message_id: str
+    message: Message | None = None
+    duplicate: bool = False
+
+
+class SendFlow:
+    def __init__(
+        self,
+        store: Store,
+        cache: ConversationCache,
+        recent: RecentCache,
+        offline: OfflineQueue,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.recent = recent
+        self.offline = offline
+        self.settings = settings
+
+    async def handle(self, requests: list[Request], outbox: Outbox) -> None:
+        frames: list[tuple[Request, SendMessage]] = [
+            (r, r.command.frame) for r in requests if isinstance(r.command.frame, SendMessage)
+        ]
+        conversations = await self.cache.get_many(
+            list(dict.fromkeys(f.conversation_id for _, f in frames))
+        )
+        pending: list[_Pending] = []
+        seen: dict[str, _Pending] = {}
+        repeats: list[tuple[Request, _Pending]] = []
+        for request, frame in frames:
+            conversation = conversations.get(frame.conversation_id)
+            if conversation is None:
+                request.error(outbox, CONVERSATION_NOT_FOUND, "no such conversation")
+                continue
+            if request.command.user_id not in conversation.members:
+                request.error(outbox, NOT_A_MEMBER, "you are not a member of this conversation")
+                continue
+            mid = message_id(request, frame)
+            if mid in seen:  # the same clientMessageId twice in one batch
+                repeats.append((request, seen[mid]))
+                continue
+            item = _Pending(request, frame, conversation, mid)
+            seen[mid] = item
+            pending.append(item)
+
+        start = time.perf_counter()
+        await self._persist(pending)
+        metrics.PERSIST_SECONDS.observe(time.perf_counter() - start)
+
+        fresh = [p for p in pending if not p.duplicate]
+        last_seqs: dict[str, int] = {}
+        for item in fresh:
+            assert item.message is not None
+            last_seqs[item.message.conversation_id] = item.message.seq
+        now = int(time.time() * 1000)
+        await self.store.advance_last_seq(last_seqs, now)
+
+        for item in pending:
+            assert item.message is not None
+            self._ack(outbox, item.request, item.frame, item.message)
+            # A duplicate is fanned out again too: its first attempt may have
+            # stored it and then failed (a crash, a store error) before any
+            # fan-out, and members dedupe by message id.
+            self._fan_out(outbox, item, now)
+        for request, original in repeats:
+            assert original.message is not None
+            self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
+
+    async def _persist(self, pending: list[_Pending]) -> None:
+        remaining = pending
+        while remaining:
+            counters: dict[str, int] = {}
+            docs = []
+            for item in remaining:
+                cid = item.conversation.conversation.id
+                seq = counters.get(cid, item.conversation.last_seq) + 1
+                counters[cid] = seq
+                item.message = Message(
+                    id=item.message_id,
+                    conversation_id=cid,
+                    seq=seq,
+                    sender_id=item.request.command.user_id,
+                    content=item.frame.content,
+                    content_type=item.frame.content_type,
+                    sent_at=int(item.request.command.accepted_at * 1000),
+                    client_message_id=item.frame.client_message_id,
+                )
+                docs.append(message_to_doc(item.message))
+            inserted, error = await self.store.insert_messages(docs)
+            for item in remaining[:inserted]:
+                assert item.message is not None
+                item.conversation.last_seq = item.message.seq
+            if error is None:
+                return
+            write_errors = error.details.get("writeErrors") or []
+            if not write_errors or write_errors[0].get("code") != DUPLICATE_KEY:
+                raise error
+            failed = remaining[inserted]
+            existing = await self.store.message_by_id(failed.message_id)
+            if existing is not None:
+                failed.message = existing
+                failed.duplicate = True
+                metrics.DUPLICATES.inc()
+                remaining = remaining[inserted + 1 :]
+            else:
+                # Our seq counter was behind the store (another owner, or a
+                # crash before lastSeq moved): reload it and try again.
+                cid = failed.conversation.conversation.id
+                failed.conversation.last_seq = await self.store.max_seq(cid)
+                metrics.SEQ_CONFLICTS.inc()
+                log.info("seq counter reloaded", conversationId=cid)
+                remaining = remaining[inserted:]
+
+    def _ack(self, outbox: Outbox, request: Request, frame: SendMessage, message: Message) -> None:
+        ack = MessageAck(
+            message=message,
+            request_id=frame.request_id,
+            client_message_id=frame.client_message_id,
+        )
+        command = request.command
+        outbox.reply(command.gateway_id, command.connection_id, encode(ack), command.accepted_at)
+
+    def _fan_out(self, outbox: Outbox, item: _Pending, now: int) -> None:
+        message = item.message
+        assert message is not None
+        command = item.request.command
+        members = item.conversation.conversation.participant_ids
+        frame = encode(MessagePush(message=message))
+        metrics.FANOUT_SIZE.observe(len(members))
+        self.recent.add(outbox, message)
+        outbox.push_users(
+            members,
+            frame,
+            skip_connection=command.connection_id,
+            accepted_at=command.accepted_at,
+            tag=("offline", message),
+        )
+        outbox.command(
+            "xadd",
+            keys.domain_event_stream(),
+            {
+                keys.STREAM_FIELD: encode_event(
+                    MessageSent(
+                        conversation_id=message.conversation_id,
+                        sender_id=message.sender_id,
+                        content_type=message.content_type,
+                        at=now,
+                    )
+                )
+            },
+            maxlen=self.settings.event_stream_maxlen,
+            approximate=True,
+        )

@@ -1,0 +1,202 @@
+"""MongoDB access of the delivery service: conversations, messages, read markers.
+
+FerretDB's SQLite backend pushes down only ``_id`` equality and scans for
+everything else, so hot paths look documents up by ``_id`` one at a time
+(pipelined by the driver) instead of ``$in``; the same code is index-friendly
+on MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pymongo import DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared.mongo import CONVERSATIONS, MESSAGES, READS, MongoDB
+from shared.protocol import Conversation, Message
+
+Doc = dict[str, Any]
+
+
+def message_from_doc(doc: Doc) -> Message:
+    return Message(
+        id=doc["_id"],
+        conversation_id=doc["conversationId"],
+        seq=doc["seq"],
+        sender_id=doc["senderId"],
+        content=doc["content"],
+        content_type=doc["contentType"],
+        sent_at=doc["sentAt"],
+        client_message_id=doc.get("clientMessageId"),
+    )
+
+
+def message_to_doc(message: Message) -> Doc:
+    doc: Doc = {
+        "_id": message.id,
+        "conversationId": message.conversation_id,
+        "seq": message.seq,
+        "senderId": message.sender_id,
+        "content": message.content,
+        "contentType": message.content_type,
+        "sentAt": message.sent_at,
+    }
+    if message.client_message_id is not None:
+        doc["clientMessageId"] = message.client_message_id
+    return doc
+
+
+def conversation_from_doc(doc: Doc) -> Conversation:
+    return Conversation(
+        id=doc["_id"],
+        participant_ids=list(doc["participantIds"]),
+        created_at=doc["createdAt"],
+        last_seq=doc.get("lastSeq", 0),
+        title=doc.get("title"),
+    )
+
+
+class Store:
+    def __init__(self, db: MongoDB) -> None:
+        self.db = db
+        self.conversations = db[CONVERSATIONS]
+        self.messages = db[MESSAGES]
+        self.reads = db[READS]
+
+    # --- conversations -------------------------------------------------------
+
+    async def get_conversations(self, ids: list[str]) -> dict[str, Conversation]:
+        docs = await asyncio.gather(*(self.conversations.find_one({"_id": i}) for i in ids))
+        return {doc["_id"]: conversation_from_doc(doc) for doc in docs if doc is not None}
+
+    async def insert_conversation(self, conversation: Conversation, creator: str) -> None:
+        doc: Doc = {
+            "_id": conversation.id,
+            "participantIds": conversation.participant_ids,
+            "createdAt": conversation.created_at,
+            "createdBy": creator,
+            "lastSeq": 0,
+            "lastMessageAt": conversation.created_at,
+        }
+        if conversation.title is not None:
+            doc["title"] = conversation.title
+        await self.conversations.insert_one(doc)
+
+    async def conversation_doc(self, conversation_id: str) -> Doc | None:
+        return await self.conversations.find_one({"_id": conversation_id})
+
+    async def list_for_user(self, user_id: str, limit: int = 500) -> list[Conversation]:
+        cursor = (
+            self.conversations.find({"participantIds": user_id})
+            .sort("lastMessageAt", DESCENDING)
+            .limit(limit)
+        )
+        return [conversation_from_doc(doc) async for doc in cursor]
+
+    async def advance_last_seq(self, last_seqs: dict[str, int], at: int) -> None:
+        """Move each conversation's lastSeq forward (``$max``: never back)."""
+        if not last_seqs:
+            return
+        await self.conversations.bulk_write(
+            [
+                UpdateOne({"_id": cid}, {"$max": {"lastSeq": seq, "lastMessageAt": at}})
+                for cid, seq in last_seqs.items()
+            ],
+            ordered=False,
+        )
+
+    # --- messages ----------------------------------------------------------------
+
+    async def insert_messages(self, docs: list[Doc]) -> tuple[int, BulkWriteError | None]:
+        """Insert in order; returns how many went in and the error that stopped it."""
+        if not docs:
+            return 0, None
+        try:
+            await self.messages.insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            return int(exc.details.get("nInserted", 0)), exc
+        return len(docs), None
+
+    async def message_by_id(self, message_id: str) -> Message | None:
+        doc = await self.messages.find_one({"_id": message_id})
+        return message_from_doc(doc) if doc else None
+
+    async def message_at(self, conversation_id: str, seq: int) -> Message | None:
+        doc = await self.messages.find_one({"conversationId": conversation_id, "seq": seq})
+        return message_from_doc(doc) if doc else None
+
+    async def max_seq(self, conversation_id: str) -> int:
+        doc = await self.messages.find_one(
+            {"conversationId": conversation_id}, sort=[("seq", DESCENDING)], projection=["seq"]
+        )
+        return int(doc["seq"]) if doc else 0
+
+    async def history(
+        self, conversation_id: str, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to ``limit`` messages before ``before_seq``, ascending, and whether more exist."""
+        query: Doc = {"conversationId": conversation_id}
+        if before_seq is not None:
+            query["seq"] = {"$lt": before_seq}
+        cursor = self.messages.find(query).sort("seq", DESCENDING).limit(limit + 1)
+        docs = [doc async for doc in cursor]
+        has_more = len(docs) > limit
+        return [message_from_doc(d) for d in reversed(docs[:limit])], has_more
+
+    async def after(self, conversation_id: str, after_seq: int, limit: int) -> list[Message]:
+        """Messages with seq > ``after_seq``, ascending, at most ``limit``."""
+        cursor = (
+            self.messages.find({"conversationId": conversation_id, "seq": {"$gt": after_seq}})
+            .sort("seq", 1)
+            .limit(limit)
+        )
+        return [message_from_doc(d) async for d in cursor]
+
+    # --- read markers -----------------------------------------------------------------
+
+    async def advance_read(
+        self, conversation_id: str, user_id: str, seq: int, message_id: str
+    ) -> bool:
+        """Move the user's read marker forward; False when it was already at or past ``seq``."""
+        now = int(time.time() * 1000)
+        result = await self.reads.update_one(
+            {"_id": f"{conversation_id}:{user_id}", "seq": {"$lt": seq}},
+            {
+                "$set": {
+                    "conversationId": conversation_id,
+                    "userId": user_id,
+                    "seq": seq,
+                    "messageId": message_id,
+                    "readAt": now,
+                }
+            },
+        )
+        if result.matched_count:
+            return True
+        existing = await self.reads.find_one({"_id": f"{conversation_id}:{user_id}"})
+        if existing is not None:
+            return False
+        try:
+            await self.reads.insert_one(
+                {
+                    "_id": f"{conversation_id}:{user_id}",
+                    "conversationId": conversation_id,
+                    "userId": user_id,
+                    "seq": seq,
+                    "messageId": message_id,
+                    "readAt": now,
+                }
+            )
+        except DuplicateKeyError:
+            # Lost a race with a concurrent first receipt; retry the conditional update.
+            return await self.advance_read(conversation_id, user_id, seq, message_id)
+        return True
+
+    async def read_seqs(self, user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+        docs = await asyncio.gather(
+            *(self.reads.find_one({"_id": f"{cid}:{user_id}"}) for cid in conversation_ids)
+        )
+        return {doc["conversationId"]: int(doc["seq"]) for doc in docs if doc is not None}

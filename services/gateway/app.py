@@ -1,0 +1,60 @@
+"""Gateway application factory: authenticates WebSockets and relays frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.gateway import liveness
+from services.gateway.appkeys import HUB, RELAY, VERIFIER
+from services.gateway.auth import TokenVerifier
+from services.gateway.hub import Hub
+from services.gateway.relay import StreamRelay
+from services.gateway.session import drain, websocket_handler
+from shared.logging import get_logger
+from shared.protocol import SyncRequired, encode
+from shared.redis_client import REDIS_ERRORS, create_redis, wait_for_redis
+from shared.settings import Settings
+from shared.web import REDIS, SETTINGS, base_app
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    settings.require_jwt()
+    app = base_app(settings, "gateway", create_redis(settings))
+    app[VERIFIER] = TokenVerifier(settings)
+    app.router.add_get("/ws", websocket_handler)
+    app.cleanup_ctx.append(_pipeline)
+    app.on_shutdown.append(drain)
+    return app
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    redis_client, conf = app[REDIS], app[SETTINGS]
+    await wait_for_redis(redis_client)
+    gateway_id = conf.instance_id
+    hub = Hub(redis_client, gateway_id)
+    # After a Redis outage pushes may have been dropped: tell every client to
+    # close its gaps with `sync` (an empty list means every conversation).
+    hub.on_resubscribed = lambda: hub.broadcast(encode(SyncRequired(conversation_ids=[])))
+    await hub.start()
+    relay = StreamRelay(redis_client)
+    relay.start()
+    app[HUB] = hub
+    app[RELAY] = relay
+    beat = asyncio.create_task(
+        liveness.liveness_loop(redis_client, gateway_id, conf.gateway_ttl_seconds)
+    )
+    log.info("gateway started", gateway=gateway_id)
+    yield
+    beat.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beat
+    await relay.stop()
+    await hub.stop()
+    with contextlib.suppress(*REDIS_ERRORS):
+        await liveness.retire(redis_client, gateway_id)

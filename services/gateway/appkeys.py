@@ -1,0 +1,13 @@
+"""Typed application keys of the gateway."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.gateway.auth import TokenVerifier
+from services.gateway.hub import Hub
+from services.gateway.relay import StreamRelay
+
+HUB = web.AppKey("hub", Hub)
+RELAY = web.AppKey("relay", StreamRelay)
+VERIFIER = web.AppKey("verifier", TokenVerifier)

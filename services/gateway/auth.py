@@ -1,0 +1,82 @@
+"""JWT verification before the WebSocket upgrade.
+
+The algorithm is pinned by configuration: a token whose header names another
+algorithm (``none``, or HS256 signed with an RS public key) is refused by
+PyJWT because only the configured one is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from aiohttp import web
+
+from shared.settings import Settings
+
+
+class AuthError(Exception):
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: str
+    name: str | None
+    jti: str | None
+    expires_at: float
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self.algorithm = settings.jwt_algorithm
+        self.leeway = settings.jwt_leeway_seconds
+        self.issuer = settings.jwt_issuer or None
+        if self.algorithm == "HS256":
+            self.key: str | bytes = settings.jwt_secret
+        else:
+            self.key = Path(settings.jwt_public_key).read_bytes()
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                leeway=self.leeway,
+                issuer=self.issuer,
+                options={"require": ["sub", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token_not_yet_valid", "the token is not valid yet") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not 0 < len(sub) <= 128:
+            raise AuthError("invalid_token", "the token's sub must be a user id string")
+        name = claims.get("name")
+        jti = claims.get("jti")
+        return Identity(
+            user_id=sub,
+            name=name if isinstance(name, str) else None,
+            jti=jti if isinstance(jti, str) else None,
+            expires_at=float(claims["exp"]),
+        )
+
+
+def token_from_request(request: web.Request) -> str | None:
+    """Bearer header first, then the ``token`` query parameter."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.query.get("token") or None
+
+
+def unauthorized(error: AuthError) -> web.Response:
+    return web.json_response({"error": error.error, "message": error.message}, status=401)

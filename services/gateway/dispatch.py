@@ -1,0 +1,109 @@
+"""Validate one client frame and answer it here or relay it to its service.
+
+The gateway decides nothing about data: it checks the frame's shape, answers
+``ping`` itself, serves presence watching from shared presence keys, and
+appends every other request to the command stream of the partition that owns
+its conversation (or the user, for requests with no conversation).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from services.gateway import metrics
+from services.gateway.appkeys import HUB, RELAY
+from services.gateway.connection import Connection
+from services.gateway.watch import subscribe_presence, unsubscribe_presence
+from shared import keys
+from shared.events import Command, encode_event
+from shared.protocol import (
+    SERVICE_UNAVAILABLE,
+    ClientFrame,
+    FrameError,
+    Ping,
+    Pong,
+    ReadReceipt,
+    SubscribePresence,
+    UnsubscribePresence,
+    decode_client_frame,
+    encode,
+    error_frame,
+)
+from shared.redis_client import REDIS_ERRORS
+from shared.web import REDIS, SETTINGS
+
+
+def send_error(
+    conn: Connection, code: str, message: str, request_id: str | None = None, **extra: int
+) -> None:
+    metrics.ERRORS.labels(code=code).inc()
+    conn.send(error_frame(code, message, request_id, extra.get("retry_after_ms")))
+
+
+def routing_key(frame: ClientFrame, user_id: str) -> str:
+    """What decides the partition: the conversation when there is one.
+
+    Sends, history and receipts of one conversation land in one partition so
+    the owner of that partition can assign its seqs without coordination.
+    """
+    conversation_id = getattr(frame, "conversation_id", None)
+    if isinstance(conversation_id, str):
+        return conversation_id
+    if isinstance(frame, ReadReceipt) and frame.message_id:
+        return frame.message_id
+    return user_id
+
+
+async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
+    try:
+        frame = decode_client_frame(data)
+    except FrameError as exc:
+        metrics.FRAMES_IN.labels(type="invalid").inc()
+        send_error(conn, exc.code, exc.message, exc.request_id)
+        return
+    tag = type(frame).__struct_config__.tag
+    metrics.FRAMES_IN.labels(type=str(tag)).inc()
+    if isinstance(frame, Ping):
+        conn.send(encode(Pong(request_id=frame.request_id, server_time=int(time.time() * 1000))))
+        return
+    if isinstance(frame, SubscribePresence):
+        try:
+            await subscribe_presence(app[HUB], app[REDIS], conn, frame)
+        except REDIS_ERRORS:
+            send_error(
+                conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id
+            )
+        return
+    if isinstance(frame, UnsubscribePresence):
+        await unsubscribe_presence(app[HUB], conn, frame)
+        return
+    relay_command(app, conn, frame)
+
+
+def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) -> None:
+    settings = app[SETTINGS]
+    hub = app[HUB]
+    command = Command(
+        user_id=conn.user_id,
+        connection_id=conn.connection_id,
+        gateway_id=hub.gateway_id,
+        accepted_at=time.time(),
+        frame=frame,
+        user_name=conn.name,
+    )
+    partition = keys.command_partition(
+        routing_key(frame, conn.user_id), settings.command_partitions
+    )
+    request_id = getattr(frame, "request_id", None)
+
+    def failed() -> None:
+        send_error(conn, SERVICE_UNAVAILABLE, "could not queue the request; retry", request_id)
+
+    app[RELAY].append(
+        keys.command_stream(partition),
+        encode_event(command),
+        settings.command_stream_maxlen,
+        failed,
+    )

@@ -1,0 +1,214 @@
+"""Local connections and the one pub/sub connection that feeds them.
+
+A channel is subscribed once per gateway however many local connections need
+it (reference counts), and unsubscribed when the last one leaves. A push is
+written to local sockets as the same bytes for all of them: it arrives
+already encoded, and is never decoded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio.client import PubSub
+
+from services.gateway import metrics
+from services.gateway.connection import Connection
+from shared import keys
+from shared.logging import get_logger
+from shared.push import decode_push
+from shared.redis_client import REDIS_ERRORS, RedisClient
+
+log = get_logger(__name__)
+
+
+class Hub:
+    """Routes pushes from Redis channels to local connections."""
+
+    def __init__(self, redis_client: RedisClient, gateway_id: str) -> None:
+        self.gateway_id = gateway_id
+        self.connections: dict[str, Connection] = {}
+        self.by_user: dict[str, dict[str, Connection]] = {}
+        self.watchers: dict[str, dict[str, Connection]] = {}
+        self._pubsub: PubSub = redis_client.pubsub()
+        self._refs: dict[str, int] = {}
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._gateway_channel = keys.gateway_channel(gateway_id).encode()
+        self._reader: asyncio.Task[None] | None = None
+        self.on_resubscribed: Callable[[], None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        for channel in (keys.gateway_channel(self.gateway_id), *keys.SYSTEM_CHANNELS):
+            await self.acquire(channel)
+        self._reader = asyncio.create_task(self._read_loop(), name="hub-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.aclose()
+
+    # --- registry ----------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.connection_id] = conn
+        self.by_user.setdefault(conn.user_id, {})[conn.connection_id] = conn
+        metrics.CONNECTIONS.set(len(self.connections))
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget ``conn``; True when it was the user's last local connection."""
+        self.connections.pop(conn.connection_id, None)
+        devices = self.by_user.get(conn.user_id)
+        last = False
+        if devices is not None:
+            devices.pop(conn.connection_id, None)
+            if not devices:
+                del self.by_user[conn.user_id]
+                last = True
+        metrics.CONNECTIONS.set(len(self.connections))
+        return last
+
+    # --- subscriptions ------------------------------------------------------------
+
+    async def acquire(self, channel: str) -> None:
+        """Take a reference on ``channel``; subscribe on the first and wait for it."""
+        count = self._refs.get(channel, 0)
+        self._refs[channel] = count + 1
+        if count == 0:
+            future = asyncio.get_running_loop().create_future()
+            self._confirmed[channel] = future
+            try:
+                await self._pubsub.subscribe(channel)
+            except BaseException:
+                self._refs[channel] -= 1
+                if not self._refs[channel]:
+                    del self._refs[channel]
+                self._confirmed.pop(channel, None)
+                raise
+        future = self._confirmed.get(channel)
+        if future is not None and self._reader is not None:
+            # Wait until Redis confirmed the subscription, so no push sent after
+            # this returns can be missed.
+            await asyncio.wait_for(asyncio.shield(future), timeout=5)
+
+    async def release(self, channel: str) -> None:
+        count = self._refs.get(channel, 0)
+        if count <= 1:
+            self._refs.pop(channel, None)
+            self._confirmed.pop(channel, None)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._pubsub.unsubscribe(channel)
+        else:
+            self._refs[channel] = count - 1
+
+    # --- routing -------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        pubsub = self._pubsub
+        delay = 0.05
+        broken = False
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+                if broken:
+                    broken = False
+                    metrics.REDIS_RECONNECTS.inc()
+                    log.info("pub/sub reconnected; subscriptions restored")
+                    if self.on_resubscribed:
+                        self.on_resubscribed()
+                delay = 0.05
+                if message is not None:
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_ERRORS as exc:
+                if not broken:
+                    log.warning("pub/sub connection lost", error=str(exc))
+                broken = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception("push routing failed")
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel: bytes = message["channel"]
+        if kind in ("message", "smessage"):
+            self._route(channel, message["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            future = self._confirmed.pop(channel.decode(), None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _route(self, channel: bytes, data: bytes) -> None:
+        if channel.startswith(b"user:"):
+            metrics.PUSHES.labels(channel="user").inc()
+            devices = self.by_user.get(channel[5:].decode())
+            if devices:
+                skip, accepted_at, frame = decode_push(data)
+                self._observe(accepted_at)
+                for conn in list(devices.values()):
+                    if conn.connection_id != skip:
+                        conn.send(frame)
+        elif channel == self._gateway_channel:
+            metrics.PUSHES.labels(channel="gateway").inc()
+            target, accepted_at, frame = decode_push(data)
+            conn = self.connections.get(target)
+            if conn is not None:
+                self._observe(accepted_at)
+                conn.send(frame)
+        elif channel.startswith(b"presence:"):
+            metrics.PUSHES.labels(channel="presence").inc()
+            watchers = self.watchers.get(channel[9:].decode())
+            if watchers:
+                for conn in list(watchers.values()):
+                    conn.send(data)
+        elif channel.startswith(b"system:"):
+            metrics.PUSHES.labels(channel="system").inc()
+            for conn in list(self.connections.values()):
+                conn.send(data)
+
+    @staticmethod
+    def _observe(accepted_at: float | None) -> None:
+        if accepted_at is not None:
+            metrics.END_TO_END.observe(max(time.time() - accepted_at, 0.0))
+
+    def broadcast(self, frame: bytes) -> None:
+        for conn in list(self.connections.values()):
+            conn.send(frame)
+
+    # --- presence watching ---------------------------------------------------------
+
+    async def watch(self, conn: Connection, user_id: str) -> None:
+        """Relay ``user_id``'s presence updates to ``conn`` (one subscription per gateway)."""
+        if user_id in conn.watching:
+            return
+        conn.watching.add(user_id)
+        self.watchers.setdefault(user_id, {})[conn.connection_id] = conn
+        try:
+            await self.acquire(keys.presence_channel(user_id))
+        except BaseException:
+            self._forget_watch(conn, user_id)
+            raise
+
+    async def unwatch(self, conn: Connection, user_id: str) -> None:
+        if user_id not in conn.watching:
+            return
+        self._forget_watch(conn, user_id)
+        await self.release(keys.presence_channel(user_id))
+
+    def _forget_watch(self, conn: Connection, user_id: str) -> None:
+        conn.watching.discard(user_id)
+        watchers = self.watchers.get(user_id)
+        if watchers is not None:
+            watchers.pop(conn.connection_id, None)
+            if not watchers:
+                del self.watchers[user_id]

@@ -1,0 +1,35 @@
+"""The gateway's liveness entry: a deadline refreshed every third of the TTL.
+
+The presence service reads the sorted set of deadlines; a gateway whose
+deadline passed is considered dead and its connections are swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from shared import keys
+from shared.logging import get_logger
+from shared.redis_client import REDIS_ERRORS, RedisClient
+
+log = get_logger(__name__)
+
+
+async def refresh(redis_client: RedisClient, gateway_id: str, ttl_seconds: int) -> None:
+    deadline_ms = int((time.time() + ttl_seconds) * 1000)
+    await redis_client.zadd(keys.gateways_key(), {gateway_id: deadline_ms})
+
+
+async def liveness_loop(redis_client: RedisClient, gateway_id: str, ttl_seconds: int) -> None:
+    while True:
+        try:
+            await refresh(redis_client, gateway_id, ttl_seconds)
+        except REDIS_ERRORS as exc:
+            log.warning("liveness refresh failed", error=str(exc))
+        await asyncio.sleep(ttl_seconds / 3)
+
+
+async def retire(redis_client: RedisClient, gateway_id: str) -> None:
+    """Graceful exit: connections were closed and reported, so no sweep is needed."""
+    await redis_client.zrem(keys.gateways_key(), gateway_id)

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the gateway (no user ids or other unbounded labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge("chat_gateway_connections", "Open WebSocket connections on this gateway")
+CONNECTS = Counter("chat_gateway_connects_total", "WebSocket upgrades accepted")
+AUTH_FAILURES = Counter(
+    "chat_gateway_auth_failures_total", "Connection attempts refused", ["reason"]
+)
+FRAMES_IN = Counter("chat_gateway_frames_in_total", "Client frames received", ["type"])
+FRAMES_OUT = Counter("chat_gateway_frames_out_total", "Frames written to sockets", ["kind"])
+ERRORS = Counter("chat_gateway_errors_total", "Error frames sent to clients", ["code"])
+CLOSES = Counter("chat_gateway_closes_total", "Connections closed by the server", ["code"])
+SLOW_READER_CLOSES = Counter(
+    "chat_gateway_slow_reader_closes_total", "Connections closed because their queue overflowed"
+)
+SEND_QUEUE_DEPTH = Histogram(
+    "chat_gateway_send_queue_depth",
+    "Frames waiting in a connection's send queue when a frame is queued",
+    buckets=(0, 1, 2, 4, 8, 16, 64, 256, 1024),
+)
+ROUND_TRIP = Histogram(
+    "chat_gateway_request_round_trip_seconds",
+    "Time from a request frame read to its direct reply written",
+    ["type"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+END_TO_END = Histogram(
+    "chat_message_end_to_end_seconds",
+    "Time from a send_message accepted by a gateway to the push written by a gateway",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PUSHES = Counter("chat_gateway_pushes_total", "Pushes received from Redis", ["channel"])
+RELAY_FAILURES = Counter(
+    "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"
+)
+REDIS_RECONNECTS = Counter(
+    "chat_gateway_pubsub_reconnects_total", "Times the pub/sub connection was re-established"
+)

@@ -1,0 +1,181 @@
+"""The connect flow and the life of one WebSocket session.
+
+Connect: token verified before the upgrade; the user channel subscribed
+(once per gateway); ``conn_opened`` appended; ``connected`` sent. Then every
+frame is validated against the protocol types and either answered here
+(ping) or relayed to the command stream of its partition. On close the
+connection is forgotten, the channel released and ``conn_closed`` appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from services.gateway import metrics
+from services.gateway.appkeys import HUB, RELAY, VERIFIER
+from services.gateway.auth import AuthError, token_from_request, unauthorized
+from services.gateway.connection import Connection
+from services.gateway.dispatch import dispatch
+from shared import keys
+from shared.events import ConnClosed, ConnOpened, encode_event
+from shared.logging import get_logger
+from shared.protocol import (
+    CLOSE_INTERNAL,
+    CLOSE_RESTART,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNSUPPORTED,
+    Connected,
+    encode,
+)
+from shared.web import DRAINING, SETTINGS
+
+log = get_logger(__name__)
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    if app[DRAINING].is_set():
+        return web.json_response(
+            {"error": "draining", "message": "gateway is restarting; reconnect elsewhere"},
+            status=503,
+        )
+    token = token_from_request(request)
+    try:
+        if token is None:
+            raise AuthError("missing_token", "a bearer token or ?token= is required")
+        identity = app[VERIFIER].verify(token)
+    except AuthError as exc:
+        metrics.AUTH_FAILURES.labels(reason=exc.error).inc()
+        return unauthorized(exc)
+
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_seconds,
+        max_msg_size=settings.max_frame_bytes,
+        compress=settings.ws_compress,
+        decode_text=False,
+    )
+    await ws.prepare(request)
+    metrics.CONNECTS.inc()
+    hub = app[HUB]
+    relay = app[RELAY]
+    conn = Connection(
+        ws,
+        request.transport,
+        connection_id=uuid.uuid4().hex,
+        user_id=identity.user_id,
+        name=identity.name,
+        expires_at=identity.expires_at,
+        max_frames=settings.send_queue_max_frames,
+        max_bytes=settings.send_queue_max_bytes,
+    )
+    structlog.contextvars.bind_contextvars(connectionId=conn.connection_id, userId=conn.user_id)
+    user_channel = keys.user_channel(conn.user_id)
+    subscribed = False
+    registered = False
+    expiry: asyncio.TimerHandle | None = None
+    try:
+        try:
+            await hub.acquire(user_channel)
+            subscribed = True
+        except Exception as exc:
+            log.warning("could not subscribe user channel", error=str(exc))
+            await ws.close(code=CLOSE_INTERNAL, message=b"backing store unavailable")
+            return ws
+        hub.add(conn)
+        registered = True
+        conn.start()
+        opened = ConnOpened(
+            gateway_id=hub.gateway_id,
+            connection_id=conn.connection_id,
+            user_id=conn.user_id,
+            at=int(time.time() * 1000),
+            user_name=conn.name,
+        )
+        # Wait for the event to be durable: presence and offline delivery
+        # depend on it, so a gateway that cannot record it refuses the session.
+        if not await relay.append_and_wait(
+            keys.connection_event_stream(), encode_event(opened), settings.event_stream_maxlen
+        ):
+            conn.close(CLOSE_INTERNAL, "backing store unavailable")
+            return ws
+        conn.send(
+            encode(
+                Connected(
+                    user_id=conn.user_id,
+                    connection_id=conn.connection_id,
+                    server_time=int(time.time() * 1000),
+                    heartbeat_interval_ms=int(settings.heartbeat_seconds * 1000),
+                )
+            )
+        )
+        expiry = asyncio.get_running_loop().call_later(
+            max(identity.expires_at - time.time(), 0.0),
+            conn.close,
+            CLOSE_TOKEN_EXPIRED,
+            "token expired",
+        )
+        log.info("connected")
+        await _read_loop(request.app, ws, conn)
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+        await conn.finish()
+        if registered:
+            hub.remove(conn)
+            for watched in list(conn.watching):
+                await hub.unwatch(conn, watched)
+            closed = ConnClosed(
+                gateway_id=hub.gateway_id,
+                connection_id=conn.connection_id,
+                user_id=conn.user_id,
+                at=int(time.time() * 1000),
+            )
+            relay.append(
+                keys.connection_event_stream(), encode_event(closed), settings.event_stream_maxlen
+            )
+        if subscribed:
+            await hub.release(user_channel)
+        log.info("disconnected", code=ws.close_code)
+        structlog.contextvars.unbind_contextvars("connectionId", "userId")
+    return ws
+
+
+async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Connection) -> None:
+    async for msg in ws:
+        if conn.closed:
+            break
+        if msg.type == WSMsgType.TEXT:
+            await dispatch(app, conn, msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            metrics.FRAMES_IN.labels(type="binary").inc()
+            conn.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+            break
+        elif msg.type == WSMsgType.ERROR:
+            log.info("websocket error", error=str(ws.exception()))
+            break
+
+
+async def drain(app: web.Application) -> None:
+    """SIGTERM: stop being ready, then close every socket with 1012 over the window."""
+    settings = app[SETTINGS]
+    app[DRAINING].set()
+    hub = app[HUB]
+    conns = list(hub.connections.values())
+    if not conns:
+        return
+    log.info("draining connections", count=len(conns), window=settings.drain_seconds)
+    # Spread closes over the window so clients do not all reconnect at once.
+    step = settings.drain_seconds / max(len(conns), 1)
+    for conn in conns:
+        conn.close(CLOSE_RESTART, "server restart")
+        if step > 0.0005:
+            await asyncio.sleep(step)
+    deadline = time.monotonic() + 3
+    while hub.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

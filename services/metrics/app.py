@@ -1,0 +1,56 @@
+"""Metrics service: cluster-wide gauges that no single pod can see."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from services.metrics.gauges import ClusterGauges
+from services.metrics.rollup import Rollup
+from shared import keys
+from shared.logging import get_logger
+from shared.redis_client import create_redis, wait_for_redis
+from shared.settings import Settings
+from shared.streams import GroupConsumer
+from shared.web import REDIS, SETTINGS, base_app
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app(settings, "metrics", create_redis(settings))
+    app.cleanup_ctx.append(_worker)
+    return app
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    settings, redis_client = app[SETTINGS], app[REDIS]
+    await wait_for_redis(redis_client)
+    gauges = ClusterGauges(redis_client, settings)
+    REGISTRY.register(gauges)
+    consumer = GroupConsumer(
+        redis_client,
+        keys.domain_event_stream(),
+        keys.METRICS_GROUP,
+        settings.instance_id,
+        Rollup(redis_client).handle,
+        batch_size=settings.batch_size,
+        block_ms=settings.block_ms,
+        reclaim_idle_ms=settings.reclaim_idle_ms,
+    )
+    tasks = [
+        asyncio.create_task(consumer.run(), name="domain-events"),
+        asyncio.create_task(gauges.run(), name="gauges"),
+    ]
+    log.info("metrics started")
+    yield
+    consumer.stop()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    REGISTRY.unregister(gauges)

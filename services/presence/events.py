@@ -1,0 +1,65 @@
+"""Applies connection events from the stream to presence state, in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from services.presence import metrics
+from services.presence.announce import Announcer
+from services.presence.state import PresenceState, Transition
+from shared import keys
+from shared.events import ConnOpened, decode_conn_event
+from shared.logging import get_logger
+from shared.redis_client import RedisClient
+from shared.streams import Entry
+
+log = get_logger(__name__)
+
+
+class ConnectionEvents:
+    def __init__(
+        self, redis_client: RedisClient, state: PresenceState, announcer: Announcer
+    ) -> None:
+        self.redis = redis_client
+        self.state = state
+        self.announcer = announcer
+
+    async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
+        events = []
+        for _, body in entries:
+            try:
+                events.append(decode_conn_event(body))
+            except msgspec.DecodeError:
+                log.error("undecodable connection event dropped")
+        # An open from a gateway already declared dead must not resurrect its
+        # connection (the sweep has run or will): treat it as closed.
+        alive = await self._alive_gateways({e.gateway_id for e in events})
+        transitions: list[Transition] = []
+        for event in events:
+            if isinstance(event, ConnOpened):
+                metrics.EVENTS.labels(kind="open").inc()
+                if event.gateway_id not in alive:
+                    await self.state.close(
+                        event.user_id, event.connection_id, event.gateway_id, event.at
+                    )
+                    continue
+                if await self.state.open(event.user_id, event.connection_id, event.gateway_id):
+                    transitions.append(Transition(event.user_id, True, event.at, event.user_name))
+            else:
+                metrics.EVENTS.labels(kind="close").inc()
+                if await self.state.close(
+                    event.user_id, event.connection_id, event.gateway_id, event.at
+                ):
+                    transitions.append(Transition(event.user_id, False, event.at))
+        await self.announcer.announce(transitions)
+
+    async def _alive_gateways(self, gateway_ids: set[str]) -> set[str]:
+        if not gateway_ids:
+            return set()
+        ordered = sorted(gateway_ids)
+        scores = await self.redis.zmscore(keys.gateways_key(), ordered)
+        now = time.time() * 1000
+        return {g for g, s in zip(ordered, scores, strict=True) if s is not None and s > now}

@@ -1,0 +1,88 @@
+"""Internal events carried on Redis streams, encoded with msgpack.
+
+Commands keep the client's validated frame as it was decoded, plus the
+address to reply to (gateway + connection) and the accept time, so the
+delivery service never re-validates and end-to-end latency can be measured
+across processes.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.protocol import ClientFrame
+
+
+class Command(msgspec.Struct, array_like=True, frozen=True):
+    """A client request relayed by a gateway to the delivery service."""
+
+    user_id: str
+    connection_id: str
+    gateway_id: str
+    accepted_at: float  # epoch seconds, with sub-ms precision
+    frame: ClientFrame
+    user_name: str | None = None
+
+
+class _ConnEvent(msgspec.Struct, tag_field="k", array_like=True, frozen=True):
+    pass
+
+
+class ConnOpened(_ConnEvent, tag="open"):
+    gateway_id: str
+    connection_id: str
+    user_id: str
+    at: int
+    user_name: str | None = None
+
+
+class ConnClosed(_ConnEvent, tag="close"):
+    gateway_id: str
+    connection_id: str
+    user_id: str
+    at: int
+
+
+ConnEvent = ConnOpened | ConnClosed
+
+
+class _DomainEvent(msgspec.Struct, tag_field="k", array_like=True, frozen=True):
+    pass
+
+
+class MessageSent(_DomainEvent, tag="msg"):
+    conversation_id: str
+    sender_id: str
+    content_type: str
+    at: int
+
+
+class ConversationCreated(_DomainEvent, tag="conv"):
+    conversation_id: str
+    creator_id: str
+    participants: int
+    at: int
+
+
+DomainEvent = MessageSent | ConversationCreated
+
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(Command)
+_conn_decoder = msgspec.msgpack.Decoder(ConnEvent)
+_domain_decoder = msgspec.msgpack.Decoder(DomainEvent)
+
+
+def encode_event(event: msgspec.Struct) -> bytes:
+    return _command_encoder.encode(event)
+
+
+def decode_command(data: bytes) -> Command:
+    return _command_decoder.decode(data)
+
+
+def decode_conn_event(data: bytes) -> ConnEvent:
+    return _conn_decoder.decode(data)
+
+
+def decode_domain_event(data: bytes) -> DomainEvent:
+    return _domain_decoder.decode(data)

@@ -1,0 +1,65 @@
+"""MongoDB client factory and index creation (pymongo's async API).
+
+Writes use majority write concern with journaling: ``message_ack`` promises
+the message is durable, which on a replica set means on a majority.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared.settings import Settings
+
+MongoDB = AsyncDatabase[dict[str, Any]]
+
+CONVERSATIONS = "conversations"
+MESSAGES = "messages"
+USERS = "users"
+READS = "reads"
+
+
+def create_mongo(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(
+        settings.mongodb_uri,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+        socketTimeoutMS=max(settings.mongodb_timeout_ms * 3, 10_000),
+        retryWrites=True,
+        tz_aware=False,
+    )
+
+
+def database(client: AsyncMongoClient[dict[str, Any]], settings: Settings) -> MongoDB:
+    return client.get_database(
+        settings.mongodb_db, write_concern=WriteConcern(w="majority", j=True)
+    )
+
+
+async def ensure_indexes(db: MongoDB) -> None:
+    """Create the indexes the queries rely on (idempotent).
+
+    (conversationId, seq) is unique: it is what makes seq gapless and
+    duplicate-free even if two delivery processes ever race on one
+    conversation.
+    """
+    await db[MESSAGES].create_index(
+        [("conversationId", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq"
+    )
+    await db[CONVERSATIONS].create_index(
+        [("participantIds", ASCENDING), ("lastMessageAt", DESCENDING)], name="member_recent"
+    )
+    await db[READS].create_index(
+        [("userId", ASCENDING), ("conversationId", ASCENDING)], name="user_conv"
+    )
+
+
+async def mongo_ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:
+    """True when the server answers a ping within the client's timeouts."""
+    try:
+        await client.admin.command("ping")
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,56 @@
+"""Redis client factory: standalone or Redis Cluster, pinged with bounded retries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+RedisClient = redis.Redis
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
+
+
+def create_redis(settings: Settings, **overrides: Any) -> RedisClient:
+    """A client for commands (not pub/sub); bytes in, bytes out."""
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_connect_timeout": 2.0,
+        "health_check_interval": 10,
+        "retry": _retry(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "max_connections": 64,
+    }
+    options.update(overrides)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+async def wait_for_redis(client: RedisClient, attempts: int = 30, delay: float = 0.5) -> None:
+    """Ping until Redis answers, a bounded number of times, then raise."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.ping()
+            return
+        except REDIS_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            log.warning("redis not reachable yet", attempt=attempt, error=str(exc))
+            await asyncio.sleep(delay)
+
+
+def publish_command(settings: Settings) -> str:
+    """PUBLISH on standalone Redis, SPUBLISH (sharded pub/sub) on a cluster."""
+    return "SPUBLISH" if settings.cluster_mode else "PUBLISH"

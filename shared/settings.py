@@ -1,0 +1,138 @@
+"""Settings shared by every service, read from ``CHAT_*`` environment variables.
+
+One class for all four services keeps names and defaults in one place; each
+service reads only the fields it needs. Values are validated when the process
+starts so a typo fails fast with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any, get_type_hints
+
+PREFIX = "CHAT_"
+
+
+class SettingsError(ValueError):
+    """A ``CHAT_*`` variable is missing or has a value that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    # --- stores -------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Comma-separated host:port list; when set, Redis Cluster mode is used.
+    redis_cluster_nodes: str = ""
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    mongodb_db: str = "chat"
+    mongodb_timeout_ms: int = 3000
+    # --- process --------------------------------------------------------------
+    env: str = "development"
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+    instance_id: str = ""
+    http_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    presence_port: int = 8081
+    delivery_port: int = 8082
+    metrics_port: int = 8083
+    # --- auth -----------------------------------------------------------------
+    jwt_secret: str = ""
+    jwt_public_key: str = ""  # path to a PEM file (RS256/ES256)
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str = ""
+    jwt_leeway_seconds: int = 10
+    dev_mode: bool = False
+    admin_token: str = ""
+    # --- gateway ----------------------------------------------------------------
+    heartbeat_seconds: float = 20.0
+    max_frame_bytes: int = 65536
+    send_queue_max_frames: int = 1024
+    send_queue_max_bytes: int = 4 * 1024 * 1024
+    drain_seconds: float = 5.0
+    gateway_ttl_seconds: int = 15
+    max_connections_per_user: int = 20
+    ws_compress: bool = False
+    # --- streams / delivery ----------------------------------------------------
+    command_partitions: int = 8
+    command_stream_maxlen: int = 1_000_000
+    event_stream_maxlen: int = 100_000
+    batch_size: int = 200
+    block_ms: int = 1000
+    lease_ttl_ms: int = 10_000
+    reclaim_idle_ms: int = 30_000
+    history_cache_size: int = 100
+    offline_queue_max: int = 1000
+    offline_queue_retention_seconds: int = 7 * 24 * 3600
+    queue_batch_size: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), validating each value."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = PREFIX + field.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(name, raw, hints[field.name])
+        settings = cls(**values)
+        if not settings.instance_id:
+            settings = dataclasses.replace(
+                settings, instance_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+            )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks; raises SettingsError naming the variable."""
+        problems: list[str] = []
+        if self.log_format not in ("auto", "json", "console"):
+            problems.append("CHAT_LOG_FORMAT must be auto, json or console")
+        if self.jwt_algorithm not in ("HS256", "RS256", "ES256"):
+            problems.append("CHAT_JWT_ALGORITHM must be HS256, RS256 or ES256")
+        if self.jwt_algorithm != "HS256" and not self.jwt_public_key:
+            problems.append(f"CHAT_JWT_PUBLIC_KEY is required with {self.jwt_algorithm}")
+        for name in ("command_partitions", "batch_size", "max_frame_bytes", "offline_queue_max"):
+            if getattr(self, name) < 1:
+                problems.append(f"CHAT_{name.upper()} must be at least 1")
+        for name in ("gateway_port", "presence_port", "delivery_port", "metrics_port"):
+            if not 0 <= getattr(self, name) < 65536:
+                problems.append(f"CHAT_{name.upper()} must be a TCP port")
+        if self.queue_batch_size > 100 or self.queue_batch_size < 1:
+            problems.append("CHAT_QUEUE_BATCH_SIZE must be between 1 and 100")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    def require_jwt(self) -> None:
+        """Gateway-only check: a verification key must be configured."""
+        if self.jwt_algorithm == "HS256" and not self.jwt_secret:
+            raise SettingsError("CHAT_JWT_SECRET is required (HS256)")
+
+    @property
+    def cluster_mode(self) -> bool:
+        return bool(self.redis_cluster_nodes)
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}: {exc}") from None

@@ -1,0 +1,169 @@
+"""Consumer-group plumbing for the Redis streams that carry work.
+
+A consumer reads its own pending entries first (what it was handed before a
+crash or a failed batch), then new ones; entries are XACKed only after the
+handler returns, so a failure leaves them pending to be retried, and
+XAUTOCLAIM hands entries of a dead consumer to a live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.exceptions import ResponseError
+
+from shared import keys
+from shared.logging import get_logger
+from shared.redis_client import REDIS_ERRORS, RedisClient
+
+log = get_logger(__name__)
+
+Entry = tuple[bytes, bytes]  # (stream entry id, msgpack body)
+BatchHandler = Callable[[Sequence[Entry], bool], Awaitable[None]]
+
+
+async def ensure_group(client: RedisClient, stream: str, group: str) -> None:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists."""
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _entries(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
+    # A deleted-but-pending entry comes back with no fields; skip its body.
+    return [(entry_id, fields[keys.STREAM_FIELD]) for entry_id, fields in raw if fields]
+
+
+def _ids(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[bytes]:
+    return [entry_id for entry_id, _ in raw]
+
+
+class GroupConsumer:
+    """Runs ``handler`` over batches of one stream for one consumer of a group."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 200,
+        block_ms: int = 1000,
+        reclaim_idle_ms: int = 30_000,
+        on_batch: Callable[[str, int], None] | None = None,
+        on_reclaim: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self._on_batch = on_batch
+        self._on_reclaim = on_reclaim
+        self._backlog = True  # read our own pending entries first
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Loop until stopped; store outages are retried with back-off."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        next_reclaim = 0.0
+        group_ready = False
+        while not self._stopping.is_set():
+            try:
+                if not group_ready:
+                    await ensure_group(self.client, self.stream, self.group)
+                    group_ready = True
+                if self.reclaim_idle_ms >= 0 and loop.time() >= next_reclaim:
+                    await self.reclaim(self.reclaim_idle_ms)
+                    next_reclaim = loop.time() + max(self.reclaim_idle_ms / 2000, 1.0)
+                await self.step()
+                delay = 0.05
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    group_ready = False  # the stream was lost (Redis restarted empty)
+                log.warning("stream consumer error", stream=self.stream, error=str(exc))
+                delay = await self._backoff(delay)
+            except REDIS_ERRORS as exc:
+                log.warning("redis unavailable", stream=self.stream, error=str(exc))
+                delay = await self._backoff(delay)
+            except Exception:
+                log.exception("batch handler failed; entries stay pending", stream=self.stream)
+                self._backlog = True
+                delay = await self._backoff(delay)
+
+    async def _backoff(self, delay: float) -> float:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        return min(delay * 2, 2.0)
+
+    async def step(self) -> None:
+        """Read one batch (own pending first, then new) and handle it."""
+        start_id = "0" if self._backlog else ">"
+        block = None if self._backlog else self.block_ms
+        response = await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.stream: start_id},
+            count=self.batch_size,
+            block=block,
+        )
+        raw = response[0][1] if response else []
+        if self._backlog and not raw:
+            self._backlog = False
+            return
+        if raw:
+            await self._handle(raw, recovered=self._backlog)
+
+    async def reclaim(self, min_idle_ms: int) -> int:
+        """Take over entries idle for ``min_idle_ms`` in other consumers' lists."""
+        total = 0
+        cursor: bytes | str = "0-0"
+        while True:
+            result = await self.client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=min_idle_ms,
+                start_id=cursor,
+                count=self.batch_size,
+            )
+            cursor, claimed = result[0], result[1]
+            if claimed:
+                total += len(claimed)
+                await self._handle(claimed, recovered=True)
+            if cursor in (b"0-0", "0-0") or not claimed:
+                break
+        if total:
+            log.info("reclaimed stream entries", stream=self.stream, count=total)
+            if self._on_reclaim:
+                self._on_reclaim(self.stream, total)
+        return total
+
+    async def _handle(
+        self, raw: list[tuple[bytes, dict[bytes, bytes] | None]], recovered: bool
+    ) -> None:
+        entries = _entries(raw)
+        if entries:
+            await self.handler(entries, recovered)
+            if self._on_batch:
+                self._on_batch(self.stream, len(entries))
+        await self.client.xack(self.stream, self.group, *_ids(raw))

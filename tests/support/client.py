@@ -1,0 +1,120 @@
+"""A test WebSocket client speaking the public protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from shared.tokens import make_token
+from tests.support.stack import SECRET
+
+Frame = dict[str, Any]
+
+
+def token_for(user: str, **kwargs: Any) -> str:
+    return make_token(user, SECRET, name=user.title(), **kwargs)
+
+
+class ChatClient:
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, user: str) -> None:
+        self.session = session
+        self.ws = ws
+        self.user = user
+        self.frames: list[Frame] = []
+        self.connected: Frame = {}
+        self._closed = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str, user: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(
+                url,
+                headers={"Authorization": f"Bearer {token or token_for(user)}"},
+                autoping=True,
+                max_msg_size=16 * 1024 * 1024,
+                **kwargs,
+            )
+        except BaseException:
+            await session.close()
+            raise
+        client = cls(session, ws, user)
+        client.connected = await client.expect("connected")
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.frames.append(json.loads(msg.data))
+                    self._arrived.set()
+        finally:
+            self._closed.set()
+            self._arrived.set()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def send_raw(self, data: str) -> None:
+        await self.ws.send_str(data)
+
+    async def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = 10.0) -> Frame:
+        """The first not-yet-consumed frame matching ``predicate``; consumes it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, frame in enumerate(self.frames):
+                if predicate(frame):
+                    self.frames.pop(index)
+                    return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed.is_set():
+                raise TimeoutError(
+                    f"{self.user}: no matching frame (closed={self._closed.is_set()}, "
+                    f"code={self.close_code}); pending: {self.frames[-5:]}"
+                )
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+    async def expect(self, frame_type: str, timeout: float = 10.0, **fields: Any) -> Frame:
+        return await self.wait_for(
+            lambda f: f.get("type") == frame_type and all(f.get(k) == v for k, v in fields.items()),
+            timeout,
+        )
+
+    async def request(self, frame: Frame, reply_type: str, timeout: float = 10.0) -> Frame:
+        """Send with a fresh requestId and wait for the reply (or an error) for it."""
+        request_id = frame.setdefault("requestId", f"r{time.monotonic_ns()}")
+        await self.send(frame)
+        return await self.wait_for(
+            lambda f: f.get("requestId") == request_id and f.get("type") in (reply_type, "error"),
+            timeout,
+        )
+
+    def drain(self, frame_type: str | None = None) -> list[Frame]:
+        """Remove and return buffered frames (of one type, or all)."""
+        taken = [f for f in self.frames if frame_type is None or f.get("type") == frame_type]
+        self.frames = [f for f in self.frames if f not in taken]
+        return taken
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        await asyncio.wait_for(self._closed.wait(), timeout)
+        return self.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        await self.session.close()
