@@ -29,7 +29,13 @@ def configure_logging(settings: Settings, service: str) -> None:
     renderer: structlog.types.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared_processors.append(structlog.processors.dict_tracebacks)
+        # Tracebacks as structured fields, without local variables: those
+        # could hold message content or tokens.
+        shared_processors.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     else:
         renderer = structlog.dev.ConsoleRenderer()
     structlog.configure(

@@ -129,7 +129,7 @@ class Conversation(msgspec.Struct, rename="camel", omit_defaults=True):
     id: str
     participant_ids: list[str]
     created_at: int
-    last_seq: int = 0
+    last_seq: int
     title: str | None = None
     unread_count: int | None = None
 

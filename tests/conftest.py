@@ -35,7 +35,9 @@ def ferretdb(workdir: Path) -> Iterator[FerretDB]:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, ferretdb: FerretDB, workdir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(
+    redis_server: RedisServer, ferretdb: FerretDB, workdir: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """The four services, shared by the tests of one module."""
     s = Stack(redis_server.url, ferretdb.uri, workdir / request.module.__name__.rsplit(".", 1)[-1])
     s.start_all()
@@ -44,7 +46,9 @@ def stack(redis_server: RedisServer, ferretdb: FerretDB, workdir: Path, request:
 
 
 @pytest.fixture
-def fresh_stack(redis_server: RedisServer, ferretdb: FerretDB, workdir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def fresh_stack(
+    redis_server: RedisServer, ferretdb: FerretDB, workdir: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """A stack of its own, for tests that kill or restart processes."""
     s = Stack(redis_server.url, ferretdb.uri, workdir / request.node.name[:60])
     yield s

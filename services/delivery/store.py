@@ -25,11 +25,11 @@ def message_from_doc(doc: Doc) -> Message:
     return Message(
         id=doc["_id"],
         conversation_id=doc["conversationId"],
-        seq=doc["seq"],
+        seq=int(doc["seq"]),
         sender_id=doc["senderId"],
         content=doc["content"],
         content_type=doc["contentType"],
-        sent_at=doc["sentAt"],
+        sent_at=int(doc["sentAt"]),
         client_message_id=doc.get("clientMessageId"),
     )
 
@@ -53,8 +53,8 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     return Conversation(
         id=doc["_id"],
         participant_ids=list(doc["participantIds"]),
-        created_at=doc["createdAt"],
-        last_seq=doc.get("lastSeq", 0),
+        created_at=int(doc["createdAt"]),
+        last_seq=int(doc.get("lastSeq", 0)),
         title=doc.get("title"),
     )
 

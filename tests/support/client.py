@@ -21,7 +21,9 @@ def token_for(user: str, **kwargs: Any) -> str:
 
 
 class ChatClient:
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, user: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, user: str
+    ) -> None:
         self.session = session
         self.ws = ws
         self.user = user
@@ -32,12 +34,16 @@ class ChatClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, user: str, token: str | None = None, **kwargs: Any) -> ChatClient:
+    async def connect(
+        cls, url: str, user: str, token: str | None = None, **kwargs: Any
+    ) -> ChatClient:
         session = aiohttp.ClientSession()
         try:
+            if token is None:
+                token = token_for(user)
             ws = await session.ws_connect(
                 url,
-                headers={"Authorization": f"Bearer {token or token_for(user)}"},
+                headers={"Authorization": f"Bearer {token}"} if token else {},
                 autoping=True,
                 max_msg_size=16 * 1024 * 1024,
                 **kwargs,

@@ -1,0 +1,117 @@
+"""The core message path over the real four-service stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.chat import create_conversation, send, uid
+
+
+async def test_two_users_chat_and_every_sender_device_sees_it(connect) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    phone, laptop = await connect(alice), await connect(alice)
+    bob_client = await connect(bob)
+    conversation = await create_conversation(phone, bob, title="lunch")
+    assert sorted(conversation["participantIds"]) == sorted([alice, bob])
+    assert conversation["title"] == "lunch" and conversation["lastSeq"] == 0
+    # Every participant's devices learn about the conversation.
+    assert (await bob_client.expect("conversation"))["conversation"]["id"] == conversation["id"]
+    assert (await laptop.expect("conversation"))["conversation"]["id"] == conversation["id"]
+
+    ack = await send(phone, conversation["id"], "hello bob", clientMessageId="c-1")
+    assert ack["type"] == "message_ack", ack
+    message = ack["message"]
+    assert message["seq"] == 1 and message["senderId"] == alice
+    assert ack["clientMessageId"] == "c-1"
+
+    for device in (bob_client, laptop):
+        pushed = await device.expect("message")
+        assert pushed["message"] == message
+    # The sending connection gets the ack, not a second copy as a push.
+    with pytest.raises(TimeoutError):
+        await phone.expect("message", timeout=0.5)
+
+    reply = await send(bob_client, conversation["id"], "hi alice")
+    assert reply["message"]["seq"] == 2
+    assert (await phone.expect("message"))["message"]["content"] == "hi alice"
+
+
+async def test_non_member_is_refused(connect) -> None:
+    alice, bob, mallory = uid("alice"), uid("bob"), uid("mallory")
+    a = await connect(alice)
+    m = await connect(mallory)
+    conversation = await create_conversation(a, bob)
+    reply = await send(m, conversation["id"], "let me in")
+    assert reply["type"] == "error" and reply["code"] == "NOT_A_MEMBER", reply
+    history = await m.request(
+        {"type": "fetch_history", "conversationId": conversation["id"]}, "history"
+    )
+    assert history["code"] == "NOT_A_MEMBER"
+    missing = await send(a, "no-such-conversation", "hello")
+    assert missing["code"] == "CONVERSATION_NOT_FOUND"
+
+
+async def test_history_pages_in_order(connect) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    a = await connect(alice)
+    conversation = await create_conversation(a, bob)
+    for i in range(1, 26):
+        assert (await send(a, conversation["id"], f"m{i}"))["message"]["seq"] == i
+
+    async def page(**kwargs: int) -> dict:
+        reply = await a.request(
+            {"type": "fetch_history", "conversationId": conversation["id"], **kwargs}, "history"
+        )
+        assert reply["type"] == "history", reply
+        return reply
+
+    latest = await page(limit=10)
+    assert [m["seq"] for m in latest["messages"]] == list(range(16, 26))
+    assert latest["hasMore"] is True
+    older = await page(limit=10, beforeSeq=16)
+    assert [m["seq"] for m in older["messages"]] == list(range(6, 16))
+    oldest = await page(limit=10, beforeSeq=6)
+    assert [m["seq"] for m in oldest["messages"]] == [1, 2, 3, 4, 5]
+    assert oldest["hasMore"] is False
+    assert [m["content"] for m in oldest["messages"]] == ["m1", "m2", "m3", "m4", "m5"]
+    everything = await page(limit=100)
+    assert [m["seq"] for m in everything["messages"]] == list(range(1, 26))
+
+
+async def test_repeated_client_message_id_gives_the_same_message(connect, mongo, stack) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    a = await connect(alice)
+    b = await connect(bob)
+    conversation = await create_conversation(a, bob)
+    first = await send(a, conversation["id"], "once", clientMessageId="same")
+    second = await send(a, conversation["id"], "once", clientMessageId="same")
+    assert second["type"] == "message_ack"
+    assert second["message"] == first["message"]
+    third = await send(a, conversation["id"], "next")
+    assert third["message"]["seq"] == 2
+    stored = await mongo[stack.db_name].messages.count_documents(
+        {"conversationId": conversation["id"]}
+    )
+    assert stored == 2
+    pushed = [f["message"]["id"] for f in [await b.expect("message") for _ in range(2)]]
+    assert first["message"]["id"] in pushed
+
+
+async def test_list_conversations_reports_last_seq_and_unread(connect) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    a = await connect(alice)
+    b = await connect(bob)
+    conversation = await create_conversation(a, bob)
+    for i in range(3):
+        await send(a, conversation["id"], f"m{i}")
+    listing = await b.request({"type": "list_conversations"}, "conversations")
+    assert listing["type"] == "conversations", listing
+    (entry,) = [c for c in listing["conversations"] if c["id"] == conversation["id"]]
+    assert entry["lastSeq"] == 3
+    assert entry["unreadCount"] == 3
+
+
+async def test_ping_pong(connect) -> None:
+    a = await connect(uid("alice"))
+    reply = await a.request({"type": "ping"}, "pong")
+    assert reply["type"] == "pong"

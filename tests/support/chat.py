@@ -1,0 +1,34 @@
+"""Helpers shared by integration tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.support.client import ChatClient
+
+
+def uid(prefix: str) -> str:
+    """A user or client id unique to this run, so tests never see each other."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def create_conversation(
+    client: ChatClient, *others: str, title: str | None = None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "create_conversation", "participantIds": list(others)}
+    if title is not None:
+        frame["title"] = title
+    reply = await client.request(frame, "conversation")
+    assert reply["type"] == "conversation", reply
+    return reply["conversation"]  # type: ignore[no-any-return]
+
+
+async def send(
+    client: ChatClient, conversation_id: str, content: str, **extra: Any
+) -> dict[str, Any]:
+    reply = await client.request(
+        {"type": "send_message", "conversationId": conversation_id, "content": content, **extra},
+        "message_ack",
+    )
+    return reply
