@@ -107,8 +107,7 @@ ClientFrame = (
 )
 
 CLIENT_FRAME_TYPES: frozenset[str] = frozenset(
-    t.__struct_config__.tag
-    for t in ClientFrame.__args__  # type: ignore[attr-defined]
+    t.__struct_config__.tag for t in ClientFrame.__args__
 )
 
 # --- shared objects ------------------------------------------------------------------------

@@ -51,6 +51,11 @@ async def wait_for_redis(client: RedisClient, attempts: int = 30, delay: float =
             await asyncio.sleep(delay)
 
 
+def text(value: object) -> str:
+    """A Redis reply item as str (replies are bytes: decode_responses is off)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def publish_command(settings: Settings) -> str:
     """PUBLISH on standalone Redis, SPUBLISH (sharded pub/sub) on a cluster."""
     return "SPUBLISH" if settings.cluster_mode else "PUBLISH"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -119,7 +120,7 @@ class GroupConsumer:
         """Read one batch (own pending first, then new) and handle it."""
         start_id = "0" if self._backlog else ">"
         block = None if self._backlog else self.block_ms
-        response = await self.client.xreadgroup(
+        response: Any = await self.client.xreadgroup(
             self.group,
             self.consumer,
             {self.stream: start_id},
@@ -138,7 +139,7 @@ class GroupConsumer:
         total = 0
         cursor: bytes | str = "0-0"
         while True:
-            result = await self.client.xautoclaim(
+            result: Any = await self.client.xautoclaim(
                 self.stream,
                 self.group,
                 self.consumer,

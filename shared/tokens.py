@@ -52,7 +52,7 @@ def main() -> None:
     token = make_token(
         args.user, settings.jwt_secret, name=args.name or args.user, ttl_seconds=args.ttl
     )
-    print(token)  # noqa: T201
+    print(token)
 
 
 if __name__ == "__main__":

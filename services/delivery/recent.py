@@ -9,6 +9,8 @@ last seq), otherwise MongoDB answers.
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
 from services.delivery.outbox import Outbox
@@ -52,7 +54,7 @@ class RecentCache:
             raw = await self.redis.zrangebyscore(key, max(top - limit + 1, 1), top)
             if len(raw) != want:
                 return None
-        messages = [_decoder.decode(r) for r in raw]
+        messages = [_decoder.decode(cast(bytes, r)) for r in raw]
         if not messages:
             return ([], False) if last_seq == 0 and before_seq is None else None
         bottom = messages[0].seq

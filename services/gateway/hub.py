@@ -34,6 +34,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.by_user: dict[str, dict[str, Connection]] = {}
         self.watchers: dict[str, dict[str, Connection]] = {}
+        self.idle = asyncio.Event()  # set while no connection is open
+        self.idle.set()
         self._pubsub: PubSub = redis_client.pubsub()
         self._refs: dict[str, int] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
@@ -61,6 +63,7 @@ class Hub:
     def add(self, conn: Connection) -> None:
         self.connections[conn.connection_id] = conn
         self.by_user.setdefault(conn.user_id, {})[conn.connection_id] = conn
+        self.idle.clear()
         metrics.CONNECTIONS.set(len(self.connections))
 
     def remove(self, conn: Connection) -> bool:
@@ -73,6 +76,8 @@ class Hub:
             if not devices:
                 del self.by_user[conn.user_id]
                 last = True
+        if not self.connections:
+            self.idle.set()
         metrics.CONNECTIONS.set(len(self.connections))
         return last
 
@@ -83,8 +88,7 @@ class Hub:
         count = self._refs.get(channel, 0)
         self._refs[channel] = count + 1
         if count == 0:
-            future = asyncio.get_running_loop().create_future()
-            self._confirmed[channel] = future
+            self._confirmed[channel] = asyncio.get_running_loop().create_future()
             try:
                 await self._pubsub.subscribe(channel)
             except BaseException:
@@ -93,11 +97,11 @@ class Hub:
                     del self._refs[channel]
                 self._confirmed.pop(channel, None)
                 raise
-        future = self._confirmed.get(channel)
-        if future is not None and self._reader is not None:
+        pending = self._confirmed.get(channel)
+        if pending is not None and self._reader is not None:
             # Wait until Redis confirmed the subscription, so no push sent after
             # this returns can be missed.
-            await asyncio.wait_for(asyncio.shield(future), timeout=5)
+            await asyncio.wait_for(asyncio.shield(pending), timeout=5)
 
     async def release(self, channel: str) -> None:
         count = self._refs.get(channel, 0)
@@ -161,10 +165,10 @@ class Hub:
         elif channel == self._gateway_channel:
             metrics.PUSHES.labels(channel="gateway").inc()
             target, accepted_at, frame = decode_push(data)
-            conn = self.connections.get(target)
-            if conn is not None:
+            target_conn = self.connections.get(target)
+            if target_conn is not None:
                 self._observe(accepted_at)
-                conn.send(frame)
+                target_conn.send(frame)
         elif channel.startswith(b"presence:"):
             metrics.PUSHES.labels(channel="presence").inc()
             watchers = self.watchers.get(channel[9:].decode())

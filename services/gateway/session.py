@@ -10,6 +10,7 @@ connection is forgotten, the channel released and ``conn_closed`` appended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -176,6 +177,6 @@ async def drain(app: web.Application) -> None:
         conn.close(CLOSE_RESTART, "server restart")
         if step > 0.0005:
             await asyncio.sleep(step)
-    deadline = time.monotonic() + 3
-    while hub.connections and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    # Give the sockets a moment to finish their closing handshakes.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hub.idle.wait(), timeout=3)

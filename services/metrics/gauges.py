@@ -136,9 +136,9 @@ class ClusterGauges(Collector):
             "Entries not yet read by a consumer group",
             labels=["stream", "group"],
         )
-        for (stream, group), (p, l) in self.groups.items():
-            pending.add_metric([stream, group], p)
-            lag.add_metric([stream, group], l)
+        for (stream, group), (pending_count, lag_count) in self.groups.items():
+            pending.add_metric([stream, group], pending_count)
+            lag.add_metric([stream, group], lag_count)
         yield pending
         yield lag
         yield GaugeMetricFamily(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import UpdateOne
 
@@ -31,7 +31,7 @@ class Announcer:
             return
         pipe = self.redis.pipeline(transaction=False)
         for t in transitions:
-            status = "online" if t.online else "offline"
+            status: Literal["online", "offline"] = "online" if t.online else "offline"
             metrics.TRANSITIONS.labels(status=status).inc()
             frame = PresenceUpdate(
                 user_id=t.user_id,

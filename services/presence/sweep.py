@@ -17,7 +17,7 @@ from services.presence.state import PresenceState, Transition
 from shared import keys
 from shared.lease import Lease
 from shared.logging import get_logger
-from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.redis_client import REDIS_ERRORS, RedisClient, text
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -52,7 +52,7 @@ class GatewaySweeper:
         dead = await self.redis.zrangebyscore(keys.gateways_key(), "-inf", now_ms)
         swept = 0
         for raw in dead:
-            gateway_id = raw.decode()
+            gateway_id = text(raw)
             lease = Lease(
                 self.redis,
                 f"sweep:{gateway_id}",
@@ -78,9 +78,10 @@ class GatewaySweeper:
             # HSCAN over one dead gateway's own hash, not the keyspace.
             cursor, chunk = await self.redis.hscan(key, cursor, count=SWEEP_CHUNK)
             transitions: list[Transition] = []
+            assert isinstance(chunk, dict)
             for connection_id, user_id in chunk.items():
-                uid = user_id.decode()
-                if await self.state.close(uid, connection_id.decode(), gateway_id, at):
+                uid = text(user_id)
+                if await self.state.close(uid, text(connection_id), gateway_id, at):
                     transitions.append(Transition(uid, False, at))
                 removed += 1
             await self.announcer.announce(transitions)

@@ -74,7 +74,7 @@ async def test_kill9_delivery_during_burst(fresh_stack, mongo) -> None:
             ),
             30,
         )
-        print(  # noqa: T201 - reported in the issue note
+        print(
             f"\nburst of {BURST}: {BURST / elapsed:.0f} msg/s including a kill -9 at "
             f"{killed_at} replies and a restart; {len(stored)} stored, gapless"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -90,10 +91,8 @@ class ChatClient:
                     f"code={self.close_code}); pending: {self.frames[-5:]}"
                 )
             self._arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
 
     async def expect(self, frame_type: str, timeout: float = 10.0, **fields: Any) -> Frame:
         return await self.wait_for(

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from services.delivery.offline import next_id, valid_cursor
+from shared import keys
+from shared.push import decode_push, encode_push
+from shared.settings import Settings, SettingsError
+
+
+def test_partition_is_stable_and_in_range() -> None:
+    # crc32, not hash(): the same in every process, on every run.
+    assert keys.command_partition("conversation-1", 8) == keys.command_partition(
+        "conversation-1", 8
+    )
+    assert {keys.command_partition(f"c{i}", 8) for i in range(200)} == set(range(8))
+    assert keys.command_partition("abc", 8) == 2  # crc32("abc") = 0x352441C2
+
+
+def test_keys_of_one_user_share_a_hash_tag() -> None:
+    tagged = [
+        keys.user_connections_key("u1"),
+        keys.user_tombstones_key("u1"),
+        keys.user_last_seen_key("u1"),
+        keys.offline_queue_key("u1"),
+        keys.offline_overflow_key("u1"),
+    ]
+    assert all("{user:u1}" in k for k in tagged)
+    assert keys.lease_key("commands:3").endswith("{commands:3}")
+    assert keys.fence_key("commands:3").startswith("lease:{commands:3}")
+
+
+def test_push_envelope_round_trip() -> None:
+    frame = b'{"type":"message","message":{"content":"a\\nb\\tc"}}'
+    assert decode_push(encode_push("conn-1", frame, 1234.5)) == ("conn-1", 1234.5, frame)
+    assert decode_push(encode_push("", frame)) == ("", None, frame)
+
+
+def test_settings_from_env_and_validation() -> None:
+    settings = Settings.from_env({"CHAT_GATEWAY_PORT": "9000", "CHAT_DEV_MODE": "yes"})
+    assert settings.gateway_port == 9000 and settings.dev_mode is True
+    assert settings.instance_id
+    with pytest.raises(SettingsError, match="CHAT_GATEWAY_PORT"):
+        Settings.from_env({"CHAT_GATEWAY_PORT": "http"})
+    with pytest.raises(SettingsError, match="CHAT_JWT_PUBLIC_KEY"):
+        Settings.from_env({"CHAT_JWT_ALGORITHM": "RS256"})
+    with pytest.raises(SettingsError, match="CHAT_DEV_MODE"):
+        Settings.from_env({"CHAT_DEV_MODE": "maybe"})
+    with pytest.raises(SettingsError, match="CHAT_JWT_SECRET"):
+        Settings.from_env({}).require_jwt()
+
+
+def test_queue_cursor_helpers() -> None:
+    assert next_id("1700000000000-4") == "1700000000000-5"
+    assert valid_cursor("1700000000000-0")
+    assert not valid_cursor("-")
+    assert not valid_cursor("12-x")
+    assert not valid_cursor("1" * 50 + "-1")
