@@ -1,0 +1,133 @@
+"""Gateway behaviour: system notifications, slow readers, draining, health."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import time
+
+import redis.asyncio as redis
+
+from shared.settings import Settings
+from shared.notify import publish_notification
+from tests.support.chat import uid
+from tests.support.client import ChatClient, token_for
+
+
+async def test_system_notifications_reach_every_connection(stack, connect, redis_server) -> None:
+    clients = [await connect(uid("n")) for _ in range(3)]
+    settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
+    receivers = await publish_notification(settings, "maintenance at 22:00", "warning")
+    assert receivers >= 1
+    for client in clients:
+        note = await client.expect("system_notification")
+        assert note["message"] == "maintenance at 22:00" and note["level"] == "warning"
+        assert note["timestamp"] > 0
+    await publish_notification(settings, "rolling restart", "info", maintenance=True)
+    for client in clients:
+        assert (await client.expect("system_notification"))["message"] == "rolling restart"
+
+
+def _raw_websocket(port: int, user: str) -> socket.socket:
+    """A client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws?token={token_for(user)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return sock
+
+
+async def test_slow_reader_is_closed_1013_without_stalling_others(
+    fresh_stack, redis_server
+) -> None:
+    gateway = fresh_stack.start("gateway", CHAT_SEND_QUEUE_MAX_BYTES="262144")
+    fresh_stack.start("presence")
+    slow = await asyncio.to_thread(_raw_websocket, gateway.port, uid("slow"))
+    fast = await ChatClient.connect(gateway.ws_url, uid("fast"))
+    publisher = redis.Redis.from_url(redis_server.url)
+    try:
+        frame = json.dumps(
+            {
+                "type": "system_notification",
+                "message": "x" * 30_000,
+                "level": "info",
+                "timestamp": 1,
+            }
+        )
+        worst = 0.0
+        for _ in range(400):  # 12 MB: far past the kernel buffers and the queue bound
+            await publisher.publish("system:notifications", frame)
+            started = time.monotonic()
+            await fast.request({"type": "ping"}, "pong")
+            worst = max(worst, time.monotonic() - started)
+        assert len(fast.drain("system_notification")) >= 1
+        # The slow socket was closed by the server: reading it to the end
+        # finds a close frame with 1013 (or the connection reset after it).
+        code = await asyncio.to_thread(_close_code, slow)
+        assert code in (1013, None), code
+        _, body = gateway.http_get("/metrics")
+        assert b"chat_gateway_slow_reader_closes_total 1.0" in body
+        assert worst < 1.0, f"a healthy client waited {worst:.3f}s behind a slow one"
+    finally:
+        slow.close()
+        await fast.close()
+        await publisher.aclose()
+
+
+def _close_code(sock: socket.socket) -> int | None:
+    """Read everything the server sent; the close frame's code if one is found."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    marker = data.rfind(b"\x88\x02")  # FIN + close opcode, 2-byte payload (unmasked)
+    if marker < 0:
+        marker = data.rfind(b"\x88")
+        if marker < 0 or marker + 4 > len(data):
+            return None
+    return int.from_bytes(data[marker + 2 : marker + 4], "big")
+
+
+async def test_sigterm_drains_with_1012_and_exits(fresh_stack) -> None:
+    gateway = fresh_stack.start("gateway", CHAT_DRAIN_SECONDS="1")
+    clients = [await ChatClient.connect(gateway.ws_url, uid("d")) for _ in range(5)]
+    try:
+        os.kill(gateway.pid, signal.SIGTERM)
+        codes = [await c.wait_closed(timeout=10) for c in clients]
+        assert codes == [1012] * 5
+        assert await asyncio.to_thread(gateway.proc.wait, 15) == 0  # type: ignore[union-attr]
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_health_endpoints(stack) -> None:
+    for service in stack.services:
+        status, body = service.http_get("/health")
+        assert status == 200, (service.name, body)
+        health = json.loads(body)
+        assert health["status"] in ("healthy", "degraded")
+        assert health["redis"]["pubSubLatency"] >= 0
+        assert health["redis"]["memoryUsage"]["used"] > 0
+        assert service.http_get("/healthz")[0] == 200
+        assert service.http_get("/readyz")[0] == 200
+        status, metrics = service.http_get("/metrics")
+        assert status == 200 and b"process_cpu_seconds_total" in metrics
