@@ -14,7 +14,7 @@ def load_settings(service: str) -> Settings:
         if service == "gateway":
             settings.require_jwt()
     except SettingsError as exc:
-        print(f"{service}: invalid configuration: {exc}", file=sys.stderr)
+        sys.stderr.write(f"{service}: invalid configuration: {exc}\n")
         raise SystemExit(2) from None
     configure_logging(settings, service)
     return settings

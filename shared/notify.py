@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 from shared import keys
@@ -44,7 +45,7 @@ def main() -> None:
     receivers = asyncio.run(
         publish_notification(settings, args.message, args.level, args.maintenance)
     )
-    print(f"published to {receivers} gateway(s)")
+    sys.stdout.write(f"published to {receivers} gateway(s)\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ tokens come from the product's identity provider.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import uuid
 
@@ -52,7 +53,7 @@ def main() -> None:
     token = make_token(
         args.user, settings.jwt_secret, name=args.name or args.user, ttl_seconds=args.ttl
     )
-    print(token)
+    sys.stdout.write(token + "\n")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import time
 
 import redis.asyncio as redis
 
-from shared.settings import Settings
 from shared.notify import publish_notification
+from shared.settings import Settings
 from tests.support.chat import uid
 from tests.support.client import ChatClient, token_for
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 from tests.support.chat import create_conversation, uid
@@ -74,9 +75,9 @@ async def test_kill9_delivery_during_burst(fresh_stack, mongo) -> None:
             ),
             30,
         )
-        print(
+        sys.stdout.write(  # reported in the issue note
             f"\nburst of {BURST}: {BURST / elapsed:.0f} msg/s including a kill -9 at "
-            f"{killed_at} replies and a restart; {len(stored)} stored, gapless"
+            f"{killed_at} replies and a restart; {len(stored)} stored, gapless\n"
         )
     finally:
         await sender.close()
