@@ -1,0 +1,186 @@
+"""Presence over real gateways: multi-device, crashes, watchers, typing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import redis.asyncio as redis
+
+from shared import keys
+from tests.support.chat import create_conversation, uid
+from tests.support.client import ChatClient
+
+
+async def _status(watcher: ChatClient, *users: str) -> dict[str, dict]:
+    reply = await watcher.request(
+        {"type": "subscribe_presence", "userIds": list(users)}, "presence_state"
+    )
+    assert reply["type"] == "presence_state", reply
+    return reply["users"]  # type: ignore[no-any-return]
+
+
+async def _eventually(check, timeout: float = 15.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {result!r}")
+        await asyncio.sleep(interval)
+
+
+async def test_two_devices_online_until_both_close(connect, mongo, stack) -> None:
+    alice = uid("alice")
+    watcher = await connect(uid("watcher"))
+    assert (await _status(watcher, alice))[alice]["status"] == "offline"
+    phone, laptop = await connect(alice), await connect(alice)
+    online = await watcher.expect("presence_update", userId=alice)
+    assert online["status"] == "online" and online["timestamp"] > 0
+    await phone.close()
+    # Closing one device keeps the user online and publishes nothing.
+    await asyncio.sleep(0.3)
+    assert not [f for f in watcher.frames if f.get("type") == "presence_update"]
+    assert (await _status(watcher, alice))[alice]["status"] == "online"
+    await laptop.close()
+    offline = await watcher.expect("presence_update", userId=alice)
+    assert offline["status"] == "offline" and offline["lastSeen"] >= online["timestamp"]
+    state = await _status(watcher, alice)
+    assert state[alice] == {"status": "offline", "lastSeen": offline["lastSeen"]}
+
+    async def stored() -> dict | None:
+        doc = await mongo[stack.db_name].users.find_one({"_id": alice})
+        return doc if doc and doc.get("lastSeen") else None
+
+    user = await _eventually(stored)
+    assert user["lastSeen"] == offline["lastSeen"] and user["name"] == alice.title()
+
+
+async def test_watchers_get_only_watched_users_and_unsubscribe_stops(connect) -> None:
+    watched, other = uid("watched"), uid("other")
+    watcher = await connect(uid("watcher"))
+    await _status(watcher, watched)
+    await connect(other)
+    w = await connect(watched)
+    assert (await watcher.expect("presence_update"))["userId"] == watched
+    await watcher.send({"type": "unsubscribe_presence", "userIds": [watched]})
+    assert (await watcher.request({"type": "ping"}, "pong"))["type"] == "pong"
+    await w.close()
+    await asyncio.sleep(0.5)
+    assert not [f for f in watcher.frames if f.get("type") == "presence_update"], watcher.frames
+
+
+async def test_typing_reaches_other_members_and_lapses(connect) -> None:
+    alice, bob, carol, mallory = uid("alice"), uid("bob"), uid("carol"), uid("mallory")
+    a_phone, a_laptop = await connect(alice), await connect(alice)
+    b, c, m = await connect(bob), await connect(carol), await connect(mallory)
+    conversation = await create_conversation(a_phone, bob, carol)
+    await a_phone.send(
+        {"type": "typing_indicator", "conversationId": conversation["id"], "isTyping": True}
+    )
+    started = time.monotonic()
+    for member in (b, c):
+        typing = await member.expect("typing_indicator")
+        assert typing["userId"] == alice and typing["isTyping"] is True
+        assert typing["conversationId"] == conversation["id"] and typing["timestamp"] > 0
+    # Without a refresh the receivers get isTyping false within 6 s.
+    lapsed = await b.expect("typing_indicator", timeout=8)
+    assert lapsed["isTyping"] is False and time.monotonic() - started < 6.5
+    assert (await c.expect("typing_indicator"))["isTyping"] is False
+    # Not the typer's own devices, not non-members.
+    assert not [f for f in a_laptop.frames + m.frames if f.get("type") == "typing_indicator"]
+    # A non-member may not type there.
+    await m.send(
+        {
+            "type": "typing_indicator",
+            "conversationId": conversation["id"],
+            "isTyping": True,
+            "requestId": "t",
+        }
+    )
+    assert (await m.expect("error"))["code"] == "NOT_A_MEMBER"
+
+
+async def test_gateway_kill9_takes_its_users_offline(fresh_stack, redis_server) -> None:
+    gw_a = fresh_stack.start("gateway")
+    gw_b = fresh_stack.start("gateway")
+    fresh_stack.start("presence")
+    users = [uid("u") for _ in range(50)]
+    both = users[:10]  # also connected through gateway B
+    on_a = [await ChatClient.connect(gw_a.ws_url, u) for u in users]
+    on_b = [await ChatClient.connect(gw_b.ws_url, u) for u in both]
+    watcher = await ChatClient.connect(gw_b.ws_url, uid("watcher"))
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+
+        async def online_count() -> int:
+            pipe = client.pipeline(transaction=False)
+            for u in users:
+                pipe.hlen(keys.user_connections_key(u))
+            return sum(1 for n in await pipe.execute() if n)
+
+        assert await _eventually(lambda: _equals(online_count, 50))
+        await _status(watcher, *users)
+        gw_a.kill9()
+        killed = time.monotonic()
+        # TTL is 3 s in tests: the bound is 2 x TTL.
+        assert await _eventually(lambda: _equals(online_count, len(both)), timeout=12)
+        elapsed = time.monotonic() - killed
+        assert elapsed < 6.5, elapsed
+        offline = {
+            f["userId"]
+            for f in watcher.frames
+            if f.get("type") == "presence_update" and f["status"] == "offline"
+        }
+        assert offline == set(users) - set(both)
+        state = await _status(watcher, *users)
+        assert {u for u, s in state.items() if s["status"] == "online"} == set(both)
+    finally:
+        for c in on_a + on_b + [watcher]:
+            await c.close()
+        await client.aclose()
+
+
+async def _equals(fetch, expected):  # type: ignore[no-untyped-def]
+    return (await fetch()) == expected
+
+
+async def test_presence_restart_mid_churn_converges(fresh_stack, redis_server) -> None:
+    gateway = fresh_stack.start("gateway")
+    presence = fresh_stack.start("presence")
+    users = [uid("churn") for _ in range(40)]
+    rng = random.Random(7)
+    live: dict[str, list[ChatClient]] = {u: [] for u in users}
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        for step in range(200):
+            user = rng.choice(users)
+            if live[user] and rng.random() < 0.5:
+                await live[user].pop().close()
+            else:
+                live[user].append(await ChatClient.connect(gateway.ws_url, user))
+            if step == 80:
+                presence.kill9()
+            if step == 140:
+                presence = fresh_stack.restart(presence)
+        expected = {u for u, conns in live.items() if conns}
+
+        async def converged() -> bool:
+            pipe = client.pipeline(transaction=False)
+            for u in users:
+                pipe.hlen(keys.user_connections_key(u))
+            counts = await pipe.execute()
+            online = {u for u, n in zip(users, counts, strict=True) if n}
+            exact = all(n == len(live[u]) for u, n in zip(users, counts, strict=True))
+            return online == expected and exact
+
+        assert await _eventually(converged, timeout=20)
+        members = {m.decode() for m in await client.smembers(keys.online_users_key())}
+        assert members & set(users) == expected
+    finally:
+        for conns in live.values():
+            for c in conns:
+                await c.close()
+        await client.aclose()
