@@ -105,6 +105,11 @@ def offline_overflow_key(user_id: str) -> str:
     return f"queue:{{user:{user_id}}}:overflow"
 
 
+def offline_ack_floor_key(user_id: str) -> str:
+    """Highest offline-queue cursor acknowledged by any device of the user."""
+    return f"queue:{{user:{user_id}}}:floor"
+
+
 def rate_limit_key(user_id: str, action: str) -> str:
     return f"ratelimit:{{user:{user_id}}}:{action}"
 

@@ -36,7 +36,9 @@ from shared.protocol import (
     ReadReceipt,
     SendMessage,
     Sync,
+    SyncRequired,
     TypingIndicator,
+    encode,
 )
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
@@ -133,7 +135,11 @@ class CommandRouter:
             request.error(outbox, INVALID_MESSAGE, "upTo must be a cursor from queued_messages")
             return
         command = request.command
-        await self.offline.ack(command.user_id, frame.up_to)
+        floor, behind = await self.offline.ack(command.user_id, frame.up_to)
+        if behind:
+            # Another device acknowledged entries this one never got: it must
+            # close the gap with sync (an empty list means every conversation).
+            request.reply(outbox, encode(SyncRequired(conversation_ids=[])))
         await self.offline.send_batch(
-            outbox, command.user_id, command.gateway_id, command.connection_id, after=frame.up_to
+            outbox, command.user_id, command.gateway_id, command.connection_id, after=floor
         )

@@ -19,7 +19,7 @@ from services.delivery import metrics
 from services.delivery.outbox import Outbox
 from shared import keys
 from shared.protocol import Message, QueuedMessages, SyncRequired, encode
-from shared.redis_client import RedisClient
+from shared.redis_client import RedisClient, text
 from shared.scripts import load_script
 from shared.settings import Settings
 
@@ -45,6 +45,7 @@ class OfflineQueue:
         self.retention_ms = settings.offline_queue_retention_seconds * 1000
         self.batch = settings.queue_batch_size
         self._enqueue = load_script(redis_client, "offline_enqueue")
+        self._ack = load_script(redis_client, "queue_ack")
 
     async def enqueue(self, items: list[tuple[str, Message]]) -> None:
         """Keep each (user, message) in the user's queue; one pipeline for all."""
@@ -102,6 +103,17 @@ class OfflineQueue:
         outbox.reply(gateway_id, connection_id, encode(frame))
         return len(messages)
 
-    async def ack(self, user_id: str, up_to: str) -> None:
-        """Remove every entry up to and including ``up_to``."""
-        await self.redis.xtrim(keys.offline_queue_key(user_id), minid=next_id(up_to))
+    async def ack(self, user_id: str, up_to: str) -> tuple[str, bool]:
+        """Remove every entry up to and including ``up_to``.
+
+        Returns where the device should continue and whether it fell behind:
+        another device of the user acknowledged past ``up_to`` already, so
+        entries this device never received are gone from the queue.
+        """
+        floor = text(
+            await self._ack(
+                keys=[keys.offline_queue_key(user_id), keys.offline_ack_floor_key(user_id)],
+                args=[up_to, next_id(up_to), self.retention_ms],
+            )
+        )
+        return floor, floor != up_to

@@ -13,7 +13,9 @@ from services.gateway.appkeys import HUB, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
 from services.gateway.hub import Hub
 from services.gateway.relay import StreamRelay
-from services.gateway.session import drain, websocket_handler
+from services.gateway.session import drain, opened_event, websocket_handler
+from shared import keys
+from shared.events import encode_event
 from shared.logging import get_logger
 from shared.protocol import SyncRequired, encode
 from shared.redis_client import REDIS_ERRORS, create_redis, wait_for_redis
@@ -46,8 +48,20 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     relay.start()
     app[HUB] = hub
     app[RELAY] = relay
+    # Registered alive before the first connection is accepted, so presence
+    # never takes this gateway's connection events for a dead gateway's.
+    await liveness.refresh(redis_client, gateway_id, conf.gateway_ttl_seconds)
+
+    def reannounce() -> None:
+        for conn in list(hub.connections.values()):
+            relay.append(
+                keys.connection_event_stream(),
+                encode_event(opened_event(hub.gateway_id, conn)),
+                conf.event_stream_maxlen,
+            )
+
     beat = asyncio.create_task(
-        liveness.liveness_loop(redis_client, gateway_id, conf.gateway_ttl_seconds)
+        liveness.liveness_loop(redis_client, gateway_id, conf.gateway_ttl_seconds, reannounce)
     )
     log.info("gateway started", gateway=gateway_id)
     yield

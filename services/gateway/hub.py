@@ -48,6 +48,10 @@ class Hub:
     async def start(self) -> None:
         for channel in (keys.gateway_channel(self.gateway_id), *keys.SYSTEM_CHANNELS):
             await self.acquire(channel)
+        # Every later connect of the pub/sub connection is a reconnect: redis-py
+        # resubscribes by itself, but pushes published meanwhile are gone.
+        assert self._pubsub.connection is not None
+        self._pubsub.connection.register_connect_callback(self._reconnected)
         self._reader = asyncio.create_task(self._read_loop(), name="hub-reader")
 
     async def stop(self) -> None:
@@ -115,28 +119,25 @@ class Hub:
 
     # --- routing -------------------------------------------------------------------
 
+    async def _reconnected(self, _connection: object) -> None:
+        metrics.REDIS_RECONNECTS.inc()
+        log.info("pub/sub reconnected; subscriptions restored")
+        if self.on_resubscribed:
+            self.on_resubscribed()
+
     async def _read_loop(self) -> None:
         pubsub = self._pubsub
         delay = 0.05
-        broken = False
         while True:
             try:
                 message = await pubsub.get_message(timeout=1.0)
-                if broken:
-                    broken = False
-                    metrics.REDIS_RECONNECTS.inc()
-                    log.info("pub/sub reconnected; subscriptions restored")
-                    if self.on_resubscribed:
-                        self.on_resubscribed()
                 delay = 0.05
                 if message is not None:
                     self._dispatch(message)
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
-                if not broken:
-                    log.warning("pub/sub connection lost", error=str(exc))
-                broken = True
+                log.warning("pub/sub connection lost; retrying", error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except Exception:

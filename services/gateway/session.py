@@ -91,13 +91,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         hub.add(conn)
         registered = True
         conn.start()
-        opened = ConnOpened(
-            gateway_id=hub.gateway_id,
-            connection_id=conn.connection_id,
-            user_id=conn.user_id,
-            at=int(time.time() * 1000),
-            user_name=conn.name,
-        )
+        opened = opened_event(hub.gateway_id, conn)
         # Wait for the event to be durable: presence and offline delivery
         # depend on it, so a gateway that cannot record it refuses the session.
         if not await relay.append_and_wait(
@@ -145,6 +139,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.info("disconnected", code=ws.close_code)
         structlog.contextvars.unbind_contextvars("connectionId", "userId")
     return ws
+
+
+def opened_event(gateway_id: str, conn: Connection) -> ConnOpened:
+    return ConnOpened(
+        gateway_id=gateway_id,
+        connection_id=conn.connection_id,
+        user_id=conn.user_id,
+        at=int(time.time() * 1000),
+        user_name=conn.name,
+    )
 
 
 async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Connection) -> None:

@@ -112,7 +112,7 @@ async def test_gateway_kill9_takes_its_users_offline(fresh_stack, redis_server) 
     on_a = [await ChatClient.connect(gw_a.ws_url, u) for u in users]
     on_b = [await ChatClient.connect(gw_b.ws_url, u) for u in both]
     watcher = await ChatClient.connect(gw_b.ws_url, uid("watcher"))
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis.Redis.from_url(fresh_stack.redis_url)
     try:
 
         async def online_count() -> int:
@@ -153,7 +153,7 @@ async def test_presence_restart_mid_churn_converges(fresh_stack, redis_server) -
     users = [uid("churn") for _ in range(40)]
     rng = random.Random(7)
     live: dict[str, list[ChatClient]] = {u: [] for u in users}
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis.Redis.from_url(fresh_stack.redis_url)
     try:
         for step in range(200):
             user = rng.choice(users)

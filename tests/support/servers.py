@@ -130,6 +130,8 @@ class RedisServer(Process):
             "always",
             "--protected-mode",
             "no",
+            "--databases",
+            "256",
         ]
         super().__init__("redis", argv, workdir / "redis.log")
 

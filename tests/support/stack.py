@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import urllib.request
@@ -14,6 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-" + "x" * 24
 
 SERVICES = ("gateway", "delivery", "presence", "metrics")
+
+# Stacks that coexist on one redis-server (a module's shared stack and a test's
+# own) must not share streams or consumer groups: each gets its own database.
+# Pub/sub is server-wide, but every channel name carries a unique user or
+# gateway id, so they do not meet there either.
+_databases = itertools.count(1)
 
 
 class Service(Process):
@@ -60,7 +67,7 @@ class Stack:
     """Services sharing one Redis and one MongoDB database."""
 
     def __init__(self, redis_url: str, mongo_uri: str, workdir: Path, **overrides: str) -> None:
-        self.redis_url = redis_url
+        self.redis_url = redis_url.rsplit("/", 1)[0] + f"/{next(_databases) % 256}"
         self.mongo_uri = mongo_uri
         self.workdir = workdir
         self.db_name = "chat_" + uuid.uuid4().hex[:10]
