@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Test tools installed with `go install`, reused when already present:
-# helm (chart lint/template tests) and promtool (rules and exposition checks).
+# Test tools installed with `go install`, reused when the same version is
+# already there: helm (chart lint/template tests) and promtool (rules,
+# config and exposition checks).
 set -euo pipefail
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
-install() {  # name version-probe package@version
-  local name=$1 probe=$2 pkg=$3
-  if [ -x "$GOBIN/$name" ] && "$GOBIN/$name" $probe 2>&1 | grep -q "${pkg##*@v}"; then
+install() {  # binary package@version
+  local name=$1 pkg=$2
+  local version=${pkg##*@}
+  if [ -x "$GOBIN/$name" ] && go version -m "$GOBIN/$name" 2>/dev/null | grep -q "$version"; then
     return
   fi
-  GOBIN="$GOBIN" go install "$pkg" 2>/dev/null \
-    || GOBIN="$GOBIN" go install -ldflags=-checklinkname=0 "$pkg"
+  # Go's documented escape hatch for tools that fail to link with `linkname`.
+  GOBIN="$GOBIN" go install "$pkg" || GOBIN="$GOBIN" go install -ldflags=-checklinkname=0 "$pkg"
 }
-install helm version helm.sh/helm/v3/cmd/helm@v3.22.0
+install helm helm.sh/helm/v3/cmd/helm@v3.22.0
+install promtool github.com/prometheus/prometheus/cmd/promtool@v0.316.0

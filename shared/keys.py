@@ -170,6 +170,11 @@ def delivery_instances_key() -> str:
 # --- keys: metrics rollups ------------------------------------------------------------
 
 
+def offline_depth_key() -> str:
+    """Counter of messages waiting in all offline queues (kept by delivery)."""
+    return "metrics:{offline}:depth"
+
+
 def active_users_key(minute: int) -> str:
     """HyperLogLog of users active during one epoch minute."""
     return f"metrics:active:{minute}"

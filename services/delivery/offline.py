@@ -70,6 +70,10 @@ class OfflineQueue:
         overflow = sum(int(d) for d in dropped)
         if overflow:
             metrics.OFFLINE_OVERFLOWS.inc(overflow)
+        # A cluster-wide depth counter for the metrics service: a scrape must
+        # not sum queue lengths over users. It is in another slot than the
+        # queues, so it is kept beside the scripts, not inside them.
+        await self.redis.incrby(keys.offline_depth_key(), len(items) - overflow)
 
     async def send_batch(
         self, outbox: Outbox, user_id: str, gateway_id: str, connection_id: str, after: str = "-"
@@ -110,10 +114,11 @@ class OfflineQueue:
         another device of the user acknowledged past ``up_to`` already, so
         entries this device never received are gone from the queue.
         """
-        floor = text(
-            await self._ack(
-                keys=[keys.offline_queue_key(user_id), keys.offline_ack_floor_key(user_id)],
-                args=[up_to, next_id(up_to), self.retention_ms],
-            )
+        raw_floor, removed = await self._ack(
+            keys=[keys.offline_queue_key(user_id), keys.offline_ack_floor_key(user_id)],
+            args=[up_to, next_id(up_to), self.retention_ms],
         )
+        if int(removed):
+            await self.redis.decrby(keys.offline_depth_key(), int(removed))
+        floor = text(raw_floor)
         return floor, floor != up_to

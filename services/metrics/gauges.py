@@ -59,13 +59,16 @@ class ClusterGauges(Collector):
         pipe.scard(keys.online_users_key())
         for window in WINDOWS:
             pipe.pfcount(*(keys.active_users_key(minute - i) for i in range(window)))
+        pipe.get(keys.offline_depth_key())
         pipe.zrangebyscore(keys.gateways_key(), int(now * 1000), "+inf")
         replies = await pipe.execute()
         self.online = float(replies[0])
         self.active = {
             w: float(v) for w, v in zip(WINDOWS, replies[1 : 1 + len(WINDOWS)], strict=True)
         }
-        alive = [g.decode() for g in replies[1 + len(WINDOWS)]]
+        # A queue that expires whole (retention) is not subtracted: clamp at 0.
+        self.offline_depth = max(float(replies[1 + len(WINDOWS)] or 0), 0.0)
+        alive = [g.decode() for g in replies[2 + len(WINDOWS)]]
         self.gateways_alive = float(len(alive))
         pipe = self.redis.pipeline(transaction=False)
         for gateway in alive:
@@ -141,6 +144,11 @@ class ClusterGauges(Collector):
             lag.add_metric([stream, group], lag_count)
         yield pending
         yield lag
+        yield GaugeMetricFamily(
+            "chat_offline_queue_depth",
+            "Messages waiting in offline queues, all users",
+            value=self.offline_depth,
+        )
         yield GaugeMetricFamily(
             "chat_metrics_refreshed_timestamp_seconds",
             "When these gauges were last refreshed",
