@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.gateway import liveness
+from services.gateway import devtools, liveness
 from services.gateway.appkeys import HUB, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
 from services.gateway.hub import Hub
@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app(settings, "gateway", create_redis(settings))
     app[VERIFIER] = TokenVerifier(settings)
     app.router.add_get("/ws", websocket_handler)
+    devtools.add_routes(app)
     app.cleanup_ctx.append(_pipeline)
     app.on_shutdown.append(drain)
     return app
