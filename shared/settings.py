@@ -69,6 +69,8 @@ class Settings:
     offline_queue_max: int = 1000
     offline_queue_retention_seconds: int = 7 * 24 * 3600
     queue_batch_size: int = 100
+    # --- metrics service ---------------------------------------------------------
+    metrics_refresh_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

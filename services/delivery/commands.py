@@ -9,7 +9,8 @@ pending and is redone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import msgspec
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
@@ -47,6 +48,16 @@ from shared.streams import Entry
 log = get_logger(__name__)
 
 MONGO_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def _ids(requests: list[Request]) -> dict[str, list[str | None]]:
+    """Who and what a log line is about (the first few of a batch)."""
+    head = requests[:10]
+    return {
+        "userId": [r.command.user_id for r in head],
+        "connectionId": [r.command.connection_id for r in head],
+        "requestId": [r.request_id for r in head],
+    }
 
 
 class CommandRouter:
@@ -96,17 +107,19 @@ class CommandRouter:
         ]
         await self.offline.enqueue(offline)
 
-    async def _guard(self, requests: list[Request], outbox: Outbox, work: object) -> None:
+    async def _guard(
+        self, requests: list[Request], outbox: Outbox, work: Coroutine[Any, Any, None]
+    ) -> None:
         try:
-            await work  # type: ignore[misc]
+            await work
         except REDIS_ERRORS:
             raise
         except MONGO_UNAVAILABLE as exc:
-            log.warning("mongodb unavailable", error=str(exc), requests=len(requests))
+            log.warning("mongodb unavailable", error=str(exc), **_ids(requests))
             for request in requests:
                 request.error(outbox, SERVICE_UNAVAILABLE, "message store unavailable; retry")
         except Exception:
-            log.exception("command failed", requests=len(requests))
+            log.exception("command failed", **_ids(requests))
             for request in requests:
                 request.error(outbox, INTERNAL_ERROR, "internal error")
 

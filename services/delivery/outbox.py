@@ -27,11 +27,17 @@ class Outbox:
         self._tags: list[Any] = []
 
     def reply(
-        self, gateway_id: str, connection_id: str, frame: bytes, accepted_at: float | None = None
+        self,
+        gateway_id: str,
+        connection_id: str,
+        frame: bytes,
+        accepted_at: float | None = None,
+        request_type: str = "",
     ) -> None:
         """Send ``frame`` to one connection on one gateway."""
         self.publish(
-            keys.gateway_channel(gateway_id), encode_push(connection_id, frame, accepted_at)
+            keys.gateway_channel(gateway_id),
+            encode_push(connection_id, frame, accepted_at, request_type),
         )
 
     def error(

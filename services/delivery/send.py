@@ -179,8 +179,7 @@ class SendFlow:
             request_id=frame.request_id,
             client_message_id=frame.client_message_id,
         )
-        command = request.command
-        outbox.reply(command.gateway_id, command.connection_id, encode(ack), command.accepted_at)
+        request.reply(outbox, encode(ack))
 
     def _fan_out(self, outbox: Outbox, item: _Pending, now: int) -> None:
         message = item.message

@@ -113,6 +113,11 @@ class Connection:
             # The peer went away mid-write; the reader side notices and cleans up.
             log.debug("write failed", connectionId=self.connection_id, error=str(exc))
 
+    def send_direct(self, frame: bytes) -> None:
+        """A frame the gateway answers itself (not a relayed push)."""
+        metrics.FRAMES_OUT_DIRECT.inc()
+        self.send(frame)
+
     def close(self, code: int, reason: str = "") -> None:
         """Close from any task without waiting: the writer stops, the socket closes."""
         if self._closed:

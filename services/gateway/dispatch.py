@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import structlog
 from aiohttp import web
 
 from services.gateway import metrics
@@ -39,7 +40,7 @@ def send_error(
     conn: Connection, code: str, message: str, request_id: str | None = None, **extra: int
 ) -> None:
     metrics.ERRORS.labels(code=code).inc()
-    conn.send(error_frame(code, message, request_id, extra.get("retry_after_ms")))
+    conn.send_direct(error_frame(code, message, request_id, extra.get("retry_after_ms")))
 
 
 def routing_key(frame: ClientFrame, user_id: str) -> str:
@@ -57,6 +58,7 @@ def routing_key(frame: ClientFrame, user_id: str) -> str:
 
 
 async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
+    started = time.perf_counter()
     try:
         frame = decode_client_frame(data)
     except FrameError as exc:
@@ -65,8 +67,21 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
         return
     tag = type(frame).__struct_config__.tag
     metrics.FRAMES_IN.labels(type=str(tag)).inc()
+    request_id = getattr(frame, "request_id", None)
+    if request_id is not None:
+        with structlog.contextvars.bound_contextvars(requestId=request_id):
+            await _handle(app, conn, frame, started)
+    else:
+        await _handle(app, conn, frame, started)
+
+
+async def _handle(
+    app: web.Application, conn: Connection, frame: ClientFrame, started: float
+) -> None:
     if isinstance(frame, Ping):
-        conn.send(encode(Pong(request_id=frame.request_id, server_time=int(time.time() * 1000))))
+        pong = Pong(request_id=frame.request_id, server_time=int(time.time() * 1000))
+        conn.send_direct(encode(pong))
+        metrics.ROUND_TRIP.labels(type="ping").observe(time.perf_counter() - started)
         return
     if isinstance(frame, SubscribePresence):
         try:
@@ -75,6 +90,7 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
             send_error(
                 conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id
             )
+        metrics.ROUND_TRIP.labels(type="subscribe_presence").observe(time.perf_counter() - started)
         return
     if isinstance(frame, UnsubscribePresence):
         await unsubscribe_presence(app[HUB], conn, frame)

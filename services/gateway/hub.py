@@ -25,6 +25,16 @@ from shared.redis_client import REDIS_ERRORS, RedisClient
 
 log = get_logger(__name__)
 
+# Label children resolved once: these are on the per-push path.
+PUSHES_USER = metrics.PUSHES.labels(channel="user")
+PUSHES_GATEWAY = metrics.PUSHES.labels(channel="gateway")
+PUSHES_PRESENCE = metrics.PUSHES.labels(channel="presence")
+PUSHES_SYSTEM = metrics.PUSHES.labels(channel="system")
+FRAMES_OUT_PUSH = metrics.FRAMES_OUT.labels(kind="push")
+FRAMES_OUT_REPLY = metrics.FRAMES_OUT.labels(kind="reply")
+FRAMES_OUT_PRESENCE = metrics.FRAMES_OUT.labels(kind="presence")
+FRAMES_OUT_SYSTEM = metrics.FRAMES_OUT.labels(kind="system")
+
 
 class Hub:
     """Routes pushes from Redis channels to local connections."""
@@ -155,40 +165,45 @@ class Hub:
 
     def _route(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(b"user:"):
-            metrics.PUSHES.labels(channel="user").inc()
+            PUSHES_USER.inc()
             devices = self.by_user.get(channel[5:].decode())
             if devices:
-                skip, accepted_at, frame = decode_push(data)
-                self._observe(accepted_at)
+                push = decode_push(data)
+                if push.accepted_at is not None:
+                    metrics.END_TO_END.observe(max(time.time() - push.accepted_at, 0.0))
+                written = 0
                 for conn in list(devices.values()):
-                    if conn.connection_id != skip:
-                        conn.send(frame)
+                    if conn.connection_id != push.connection_id:
+                        conn.send(push.frame)
+                        written += 1
+                FRAMES_OUT_PUSH.inc(written)
         elif channel == self._gateway_channel:
-            metrics.PUSHES.labels(channel="gateway").inc()
-            target, accepted_at, frame = decode_push(data)
-            target_conn = self.connections.get(target)
-            if target_conn is not None:
-                self._observe(accepted_at)
-                target_conn.send(frame)
+            PUSHES_GATEWAY.inc()
+            push = decode_push(data)
+            target = self.connections.get(push.connection_id)
+            if target is not None:
+                if push.accepted_at is not None and push.request_type:
+                    metrics.ROUND_TRIP.labels(type=push.request_type).observe(
+                        max(time.time() - push.accepted_at, 0.0)
+                    )
+                target.send(push.frame)
+                FRAMES_OUT_REPLY.inc()
         elif channel.startswith(b"presence:"):
-            metrics.PUSHES.labels(channel="presence").inc()
+            PUSHES_PRESENCE.inc()
             watchers = self.watchers.get(channel[9:].decode())
             if watchers:
                 for conn in list(watchers.values()):
                     conn.send(data)
+                FRAMES_OUT_PRESENCE.inc(len(watchers))
         elif channel.startswith(b"system:"):
-            metrics.PUSHES.labels(channel="system").inc()
-            for conn in list(self.connections.values()):
-                conn.send(data)
-
-    @staticmethod
-    def _observe(accepted_at: float | None) -> None:
-        if accepted_at is not None:
-            metrics.END_TO_END.observe(max(time.time() - accepted_at, 0.0))
+            PUSHES_SYSTEM.inc()
+            self.broadcast(data)
 
     def broadcast(self, frame: bytes) -> None:
+        """The same bytes to every local connection (system notices, resync)."""
         for conn in list(self.connections.values()):
             conn.send(frame)
+        FRAMES_OUT_SYSTEM.inc(len(self.connections))
 
     # --- presence watching ---------------------------------------------------------
 

@@ -32,6 +32,8 @@ END_TO_END = Histogram(
     "Time from a send_message accepted by a gateway to the push written by a gateway",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+# Frames the gateway writes itself (connected, pong, errors, presence_state).
+FRAMES_OUT_DIRECT = FRAMES_OUT.labels(kind="direct")
 PUSHES = Counter("chat_gateway_pushes_total", "Pushes received from Redis", ["channel"])
 RELAY_FAILURES = Counter(
     "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"

@@ -99,7 +99,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         ):
             conn.close(CLOSE_INTERNAL, "backing store unavailable")
             return ws
-        conn.send(
+        conn.send_direct(
             encode(
                 Connected(
                     user_id=conn.user_id,

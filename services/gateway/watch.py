@@ -50,7 +50,7 @@ async def subscribe_presence(
     wanted = list(dict.fromkeys(frame.user_ids))
     new = [user_id for user_id in wanted if user_id not in conn.watching]
     if len(conn.watching) + len(new) > MAX_PRESENCE_WATCH:
-        conn.send(
+        conn.send_direct(
             error_frame(
                 INVALID_MESSAGE,
                 f"a connection may watch at most {MAX_PRESENCE_WATCH} users",
@@ -62,7 +62,7 @@ async def subscribe_presence(
     for user_id in new:
         await hub.watch(conn, user_id)
     state = await read_presence(redis_client, wanted)
-    conn.send(encode(PresenceState(users=state, request_id=frame.request_id)))
+    conn.send_direct(encode(PresenceState(users=state, request_id=frame.request_id)))
 
 
 async def unsubscribe_presence(hub: Hub, conn: Connection, frame: UnsubscribePresence) -> None:

@@ -44,7 +44,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     )
     tasks = [
         asyncio.create_task(consumer.run(), name="domain-events"),
-        asyncio.create_task(gauges.run(), name="gauges"),
+        asyncio.create_task(gauges.run(settings.metrics_refresh_seconds), name="gauges"),
     ]
     log.info("metrics started")
     yield

@@ -107,8 +107,8 @@ class Stack:
             proc.wait_ready()
         return proc
 
-    def start_all(self) -> dict[str, Service]:
-        started = {name: self.start(name, wait=False) for name in SERVICES}
+    def start_all(self, **extra: str) -> dict[str, Service]:
+        started = {name: self.start(name, wait=False, **extra) for name in SERVICES}
         for proc in started.values():
             proc.wait_ready()
         return started

@@ -32,8 +32,13 @@ def test_keys_of_one_user_share_a_hash_tag() -> None:
 
 def test_push_envelope_round_trip() -> None:
     frame = b'{"type":"message","message":{"content":"a\\nb\\tc"}}'
-    assert decode_push(encode_push("conn-1", frame, 1234.5)) == ("conn-1", 1234.5, frame)
-    assert decode_push(encode_push("", frame)) == ("", None, frame)
+    assert decode_push(encode_push("conn-1", frame, 1234.5, "send_message")) == (
+        "conn-1",
+        1234.5,
+        "send_message",
+        frame,
+    )
+    assert decode_push(encode_push("", frame)) == ("", None, "", frame)
 
 
 def test_settings_from_env_and_validation() -> None:

@@ -1,0 +1,145 @@
+"""After a scripted conversation, every service's metrics moved by exactly what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.chat import create_conversation, send, uid
+from tests.support.client import ChatClient
+from tests.support.promtool import check_metrics_text
+from tests.support.servers import RedisServer
+from tests.support.stack import Service, Stack
+
+
+def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = service.http_get("/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("metric did not reach the expected value")
+        await asyncio.sleep(0.2)
+
+
+async def test_counters_after_a_scripted_conversation(fresh_stack) -> None:
+    services = fresh_stack.start_all(CHAT_METRICS_REFRESH_SECONDS="0.5")
+    gateway, delivery = services["gateway"], services["delivery"]
+    presence, metrics = services["presence"], services["metrics"]
+    alice, bob, mallory = uid("alice"), uid("bob"), uid("mallory")
+    phone = await ChatClient.connect(gateway.ws_url, alice)
+    laptop = await ChatClient.connect(gateway.ws_url, alice)
+    b = await ChatClient.connect(gateway.ws_url, bob)
+    m = await ChatClient.connect(gateway.ws_url, mallory)
+    try:
+        conversation = await create_conversation(phone, bob)
+        for i in range(5):
+            assert (await send(phone, conversation["id"], f"hello {i}"))["type"] == "message_ack"
+        for raw in ("nope", "[]"):
+            await phone.send_raw(raw)
+            assert (await phone.expect("error"))["code"] == "INVALID_FORMAT"
+        refused = await send(m, conversation["id"], "let me in")
+        assert refused["code"] == "NOT_A_MEMBER"
+        assert (await phone.request({"type": "ping"}, "pong"))["type"] == "pong"
+        for _ in range(5):
+            await b.expect("message")
+            await laptop.expect("message")
+
+        g = scrape(gateway)
+        assert value(g, "chat_gateway_connections") == 4
+        assert value(g, "chat_gateway_connects_total") == 4
+        assert value(g, "chat_gateway_frames_in_total", type="send_message") == 6
+        assert value(g, "chat_gateway_frames_in_total", type="create_conversation") == 1
+        assert value(g, "chat_gateway_frames_in_total", type="invalid") == 2
+        assert value(g, "chat_gateway_errors_total", code="INVALID_FORMAT") == 2
+        # Every request was timed from frame in to reply out.
+        assert value(g, "chat_gateway_request_round_trip_seconds_count", type="send_message") == 6
+        assert value(g, "chat_gateway_request_round_trip_seconds_count", type="ping") == 1
+        assert (
+            value(g, "chat_gateway_request_round_trip_seconds_count", type="create_conversation")
+            == 1
+        )
+        # Each message was pushed on two user channels (alice's other device, bob).
+        assert value(g, "chat_message_end_to_end_seconds_count") == 10
+        assert (
+            value(g, "chat_gateway_frames_out_total", kind="push") == 10 + 2
+        )  # + conversation pushes
+        check_metrics_text(gateway.http_get("/metrics")[1].decode())
+
+        d = scrape(delivery)
+        assert value(d, "chat_delivery_commands_total", type="send_message") == 6
+        assert value(d, "chat_delivery_errors_total", code="NOT_A_MEMBER") == 1
+        assert value(d, "chat_delivery_fanout_size_count") == 5
+        assert value(d, "chat_delivery_fanout_size_sum") == 10
+        assert value(d, "chat_delivery_persist_seconds_count") >= 1
+
+        p = scrape(presence)
+        assert value(p, "chat_presence_transitions_total", status="online") == 3
+        assert value(p, "chat_presence_connection_events_total", kind="open") == 4
+
+        def cluster_ready() -> bool:
+            s = scrape(metrics)
+            return (
+                value(s, "chat_messages_total", content_type="text") == 5
+                and value(s, "chat_online_users") == 3
+                and value(s, "chat_active_users", window="1m") == 1
+                and value(s, "chat_gateways_alive") == 1
+            )
+
+        await eventually(cluster_ready)
+        s = scrape(metrics)
+        assert value(s, "chat_conversations_created_total") == 1
+        assert value(s, "chat_gateway_connections_registered", gateway=gateway.instance_id) == 4
+        lag = value(s, "chat_stream_group_lag", stream="stream:{events}", group="metrics")
+        assert lag == 0
+        check_metrics_text(metrics.http_get("/metrics")[1].decode())
+
+        await m.close()
+        await eventually(
+            lambda: (
+                value(scrape(presence), "chat_presence_transitions_total", status="offline") == 1
+            )
+        )
+    finally:
+        for c in (phone, laptop, b, m):
+            await c.close()
+
+
+async def test_health_turns_503_without_redis_and_200_when_back(workdir, ferretdb) -> None:
+    server = RedisServer(workdir / uid("redis-health"))
+    server.start()
+    stack = Stack(server.url, ferretdb.uri, workdir / uid("health"))
+    try:
+        services = stack.start_all()
+        for service in services.values():
+            assert service.http_get("/health")[0] == 200
+        server.kill9()
+        for service in services.values():
+            status, body = service.http_get("/health", timeout=10)
+            assert status == 503, (service.name, body)
+            assert service.http_get("/readyz", timeout=10)[0] == 503
+            assert service.http_get("/healthz")[0] == 200
+        server.start()
+
+        def healthy() -> bool:
+            return all(s.http_get("/health", timeout=10)[0] == 200 for s in services.values())
+
+        await eventually(healthy, timeout=30)
+    finally:
+        stack.stop()
+        server.stop()
