@@ -66,6 +66,9 @@ SYSTEM_NOTIFICATIONS = "system:notifications"
 SYSTEM_MAINTENANCE = "system:maintenance"
 SYSTEM_CHANNELS = (SYSTEM_NOTIFICATIONS, SYSTEM_MAINTENANCE)
 
+# jti of a revoked token: every gateway closes the connections that used it.
+REVOCATIONS = "auth:revocations"
+
 
 def health_probe_channel(instance_id: str) -> str:
     """Channel used by the deep health check's pub/sub round trip."""

@@ -25,17 +25,26 @@ def _retry() -> Retry:
 
 
 def create_redis(settings: Settings, **overrides: Any) -> RedisClient:
-    """A client for commands (not pub/sub); bytes in, bytes out."""
+    """A client for commands and pub/sub; bytes in, bytes out.
+
+    The pool blocks (up to a timeout) when all its connections are busy
+    instead of failing at once: a burst of requests queues for a connection
+    rather than turning into errors.
+    """
     options: dict[str, Any] = {
-        "decode_responses": False,
         "socket_connect_timeout": 2.0,
         "health_check_interval": 10,
-        "retry": _retry(),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "max_connections": 64,
+        "timeout": 5,
     }
     options.update(overrides)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+    return redis.Redis(
+        connection_pool=pool,
+        decode_responses=False,
+        retry=_retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 async def wait_for_redis(client: RedisClient, attempts: int = 30, delay: float = 0.5) -> None:

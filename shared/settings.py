@@ -56,6 +56,10 @@ class Settings:
     drain_seconds: float = 5.0
     gateway_ttl_seconds: int = 15
     max_connections_per_user: int = 20
+    idle_timeout_seconds: float = 3600.0
+    rate_limits: str = ""  # overrides of the default table, or "off"
+    trust_forwarded_for: bool = False
+    jwt_jwks_file: str = ""  # JWKS file (RS256/ES256 keys by kid)
     ws_compress: bool = False
     # --- streams / delivery ----------------------------------------------------
     command_partitions: int = 8
@@ -99,8 +103,10 @@ class Settings:
             problems.append("CHAT_LOG_FORMAT must be auto, json or console")
         if self.jwt_algorithm not in ("HS256", "RS256", "ES256"):
             problems.append("CHAT_JWT_ALGORITHM must be HS256, RS256 or ES256")
-        if self.jwt_algorithm != "HS256" and not self.jwt_public_key:
-            problems.append(f"CHAT_JWT_PUBLIC_KEY is required with {self.jwt_algorithm}")
+        if self.jwt_algorithm != "HS256" and not (self.jwt_public_key or self.jwt_jwks_file):
+            problems.append(
+                f"CHAT_JWT_PUBLIC_KEY or CHAT_JWT_JWKS_FILE is required with {self.jwt_algorithm}"
+            )
         for name in ("command_partitions", "batch_size", "max_frame_bytes", "offline_queue_max"):
             if getattr(self, name) < 1:
                 problems.append(f"CHAT_{name.upper()} must be at least 1")

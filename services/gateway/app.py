@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import devtools, liveness
-from services.gateway.appkeys import HUB, RELAY, VERIFIER
+from services.gateway.appkeys import HUB, LIMITER, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
 from services.gateway.hub import Hub
 from services.gateway.relay import StreamRelay
@@ -18,6 +18,7 @@ from shared import keys
 from shared.events import encode_event
 from shared.logging import get_logger
 from shared.protocol import SyncRequired, encode
+from shared.ratelimit import RateLimiter
 from shared.redis_client import REDIS_ERRORS, create_redis, wait_for_redis
 from shared.settings import Settings
 from shared.web import REDIS, SETTINGS, base_app
@@ -45,7 +46,9 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     # close its gaps with `sync` (an empty list means every conversation).
     hub.on_resubscribed = lambda: hub.broadcast(encode(SyncRequired(conversation_ids=[])))
     await hub.start()
-    relay = StreamRelay(redis_client)
+    limiter = RateLimiter(redis_client, conf)
+    app[LIMITER] = limiter
+    relay = StreamRelay(redis_client, limiter)
     relay.start()
     app[HUB] = hub
     app[RELAY] = relay
@@ -64,11 +67,13 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     beat = asyncio.create_task(
         liveness.liveness_loop(redis_client, gateway_id, conf.gateway_ttl_seconds, reannounce)
     )
+    idle = asyncio.create_task(liveness.idle_loop(hub, conf.idle_timeout_seconds))
     log.info("gateway started", gateway=gateway_id)
     yield
-    beat.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await beat
+    for task in (beat, idle):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await relay.stop()
     await hub.stop()
     with contextlib.suppress(*REDIS_ERRORS):

@@ -7,7 +7,9 @@ from aiohttp import web
 from services.gateway.auth import TokenVerifier
 from services.gateway.hub import Hub
 from services.gateway.relay import StreamRelay
+from shared.ratelimit import RateLimiter
 
 HUB = web.AppKey("hub", Hub)
 RELAY = web.AppKey("relay", StreamRelay)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+LIMITER = web.AppKey("limiter", RateLimiter)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -32,20 +33,39 @@ class Identity:
 
 
 class TokenVerifier:
+    """Verifies tokens with one pinned algorithm and its key (or a JWKS by kid)."""
+
     def __init__(self, settings: Settings) -> None:
         self.algorithm = settings.jwt_algorithm
         self.leeway = settings.jwt_leeway_seconds
         self.issuer = settings.jwt_issuer or None
+        self.jwks: dict[str, Any] = {}
+        self.key: Any = None
         if self.algorithm == "HS256":
-            self.key: str | bytes = settings.jwt_secret
+            self.key = settings.jwt_secret
+        elif settings.jwt_jwks_file:
+            keyset = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file).read_text())
+            self.jwks = {k.key_id: k.key for k in keyset.keys if k.key_id}
         else:
             self.key = Path(settings.jwt_public_key).read_bytes()
 
+    def _key_for(self, token: str) -> Any:
+        if not self.jwks:
+            return self.key
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
+        if kid not in self.jwks:
+            raise AuthError("invalid_token", "the token's kid is not in the key set")
+        return self.jwks[kid]
+
     def verify(self, token: str) -> Identity:
+        key = self._key_for(token)
         try:
             claims = jwt.decode(
                 token,
-                self.key,
+                key,
                 algorithms=[self.algorithm],
                 leeway=self.leeway,
                 issuer=self.issuer,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -33,6 +34,8 @@ class Connection:
         "close_code",
         "connection_id",
         "expires_at",
+        "jti",
+        "last_activity",
         "max_bytes",
         "max_frames",
         "name",
@@ -50,6 +53,7 @@ class Connection:
         user_id: str,
         name: str | None,
         expires_at: float,
+        jti: str | None,
         max_frames: int,
         max_bytes: int,
     ) -> None:
@@ -59,6 +63,8 @@ class Connection:
         self.user_id = user_id
         self.name = name
         self.expires_at = expires_at
+        self.jti = jti
+        self.last_activity = time.monotonic()
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.watching: set[str] = set()

@@ -14,12 +14,14 @@ import structlog
 from aiohttp import web
 
 from services.gateway import metrics
-from services.gateway.appkeys import HUB, RELAY
+from services.gateway.appkeys import HUB, LIMITER, RELAY
 from services.gateway.connection import Connection
+from services.gateway.relay import RateCheck
 from services.gateway.watch import subscribe_presence, unsubscribe_presence
 from shared import keys
 from shared.events import Command, encode_event
 from shared.protocol import (
+    RATE_LIMITED,
     SERVICE_UNAVAILABLE,
     ClientFrame,
     FrameError,
@@ -41,6 +43,34 @@ def send_error(
 ) -> None:
     metrics.ERRORS.labels(code=code).inc()
     conn.send_direct(error_frame(code, message, request_id, extra.get("retry_after_ms")))
+
+
+# Which rate limit a frame counts against; typing and receipts are dropped
+# quietly when over it (as the seed does), the others get RATE_LIMITED.
+ACTIONS: dict[str, str] = {
+    "send_message": "message:send",
+    "create_conversation": "conversation:create",
+    "subscribe_presence": "presence:update",
+    "unsubscribe_presence": "presence:update",
+    "typing_indicator": "typing:update",
+    "read_receipt": "receipt:send",
+    "fetch_history": "history:fetch",
+    "list_conversations": "history:fetch",
+    "sync": "history:fetch",
+}
+QUIET_ACTIONS = frozenset({"typing:update", "receipt:send"})
+
+
+def rate_limited(conn: Connection, action: str, request_id: str | None, retry_ms: int) -> None:
+    if action in QUIET_ACTIONS:
+        return
+    send_error(
+        conn,
+        RATE_LIMITED,
+        f"rate limit for {action} exceeded; retry later",
+        request_id,
+        retry_after_ms=max(retry_ms, 1),
+    )
 
 
 def routing_key(frame: ClientFrame, user_id: str) -> str:
@@ -83,6 +113,18 @@ async def _handle(
         conn.send_direct(encode(pong))
         metrics.ROUND_TRIP.labels(type="ping").observe(time.perf_counter() - started)
         return
+    if isinstance(frame, SubscribePresence | UnsubscribePresence):
+        try:
+            decision = await app[LIMITER].check_user(conn.user_id, "presence:update")
+        except REDIS_ERRORS:
+            send_error(
+                conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id
+            )
+            return
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(action="presence:update").inc()
+            rate_limited(conn, "presence:update", frame.request_id, decision.retry_after_ms)
+            return
     if isinstance(frame, SubscribePresence):
         try:
             await subscribe_presence(app[HUB], app[REDIS], conn, frame)
@@ -117,9 +159,19 @@ def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) ->
     def failed() -> None:
         send_error(conn, SERVICE_UNAVAILABLE, "could not queue the request; retry", request_id)
 
+    check = None
+    action = ACTIONS.get(str(type(frame).__struct_config__.tag))
+    limit = app[LIMITER].limit_for(action) if action else None
+    if action is not None and limit is not None:
+        check = RateCheck(
+            keys.rate_limit_key(conn.user_id, action),
+            limit,
+            lambda retry_ms: rate_limited(conn, action, request_id, retry_ms),
+        )
     app[RELAY].append(
         keys.command_stream(partition),
         encode_event(command),
         settings.command_stream_maxlen,
         failed,
+        check,
     )

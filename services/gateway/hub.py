@@ -20,10 +20,13 @@ from services.gateway import metrics
 from services.gateway.connection import Connection
 from shared import keys
 from shared.logging import get_logger
+from shared.protocol import CLOSE_NORMAL, CLOSE_POLICY
 from shared.push import decode_push
 from shared.redis_client import REDIS_ERRORS, RedisClient
 
 log = get_logger(__name__)
+
+REVOCATIONS = keys.REVOCATIONS.encode()
 
 # Label children resolved once: these are on the per-push path.
 PUSHES_USER = metrics.PUSHES.labels(channel="user")
@@ -56,7 +59,11 @@ class Hub:
     # --- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        for channel in (keys.gateway_channel(self.gateway_id), *keys.SYSTEM_CHANNELS):
+        for channel in (
+            keys.gateway_channel(self.gateway_id),
+            *keys.SYSTEM_CHANNELS,
+            keys.REVOCATIONS,
+        ):
             await self.acquire(channel)
         # Every later connect of the pub/sub connection is a reconnect: redis-py
         # resubscribes by itself, but pushes published meanwhile are gone.
@@ -198,6 +205,19 @@ class Hub:
         elif channel.startswith(b"system:"):
             PUSHES_SYSTEM.inc()
             self.broadcast(data)
+        elif channel == REVOCATIONS:
+            jti = data.decode(errors="replace")
+            for conn in [c for c in self.connections.values() if c.jti == jti]:
+                log.info("closing connection of a revoked token", connectionId=conn.connection_id)
+                conn.close(CLOSE_POLICY, "token revoked")
+
+    def close_idle(self, idle_seconds: float) -> int:
+        """Close connections that sent nothing for ``idle_seconds``."""
+        cutoff = time.monotonic() - idle_seconds
+        idle = [c for c in self.connections.values() if c.last_activity < cutoff]
+        for conn in idle:
+            conn.close(CLOSE_NORMAL, "idle timeout")
+        return len(idle)
 
     def broadcast(self, frame: bytes) -> None:
         """The same bytes to every local connection (system notices, resync)."""

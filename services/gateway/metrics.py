@@ -38,6 +38,9 @@ PUSHES = Counter("chat_gateway_pushes_total", "Pushes received from Redis", ["ch
 RELAY_FAILURES = Counter(
     "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"
 )
+RATE_LIMITED = Counter(
+    "chat_gateway_rate_limited_total", "Requests refused by a rate limit", ["action"]
+)
 REDIS_RECONNECTS = Counter(
     "chat_gateway_pubsub_reconnects_total", "Times the pub/sub connection was re-established"
 )

@@ -1,8 +1,10 @@
 """Appends relayed frames and connection events to Redis streams in batches.
 
-Frames that arrive together (from any connection) go out as one pipeline of
-XADDs, so the Redis round trip is paid once per batch, not per frame. Each
-item carries a callback run when its append failed, so a client is told
+Frames that arrive together (from any connection) go out as one pipeline:
+first the rate-limit checks of the frames that have one, then the XADDs of
+those allowed, so a batch costs at most two round trips however many frames
+it holds. Each item carries callbacks for when it was refused by the limiter
+or could not be written, so a client is told RATE_LIMITED or
 SERVICE_UNAVAILABLE instead of its frame vanishing.
 """
 
@@ -16,11 +18,19 @@ from dataclasses import dataclass
 from services.gateway import metrics
 from shared import keys
 from shared.logging import get_logger
+from shared.ratelimit import Limit, RateLimiter, decision_from_reply
 from shared.redis_client import REDIS_ERRORS, RedisClient
 
 log = get_logger(__name__)
 
 MAX_BATCH = 512
+
+
+@dataclass(slots=True)
+class RateCheck:
+    key: str
+    limit: Limit
+    on_limited: Callable[[int], None]
 
 
 @dataclass(slots=True)
@@ -30,11 +40,13 @@ class _Item:
     maxlen: int
     on_error: Callable[[], None] | None
     done: asyncio.Future[bool] | None
+    check: RateCheck | None = None
 
 
 class StreamRelay:
-    def __init__(self, redis_client: RedisClient) -> None:
+    def __init__(self, redis_client: RedisClient, limiter: RateLimiter | None = None) -> None:
         self.redis = redis_client
+        self.limiter = limiter
         self._items: list[_Item] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -48,7 +60,7 @@ class StreamRelay:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=5)
 
     def append(
@@ -57,9 +69,10 @@ class StreamRelay:
         body: bytes,
         maxlen: int,
         on_error: Callable[[], None] | None = None,
+        check: RateCheck | None = None,
     ) -> None:
-        """Queue an XADD; ``on_error`` runs if it could not be written."""
-        self._items.append(_Item(stream, body, maxlen, on_error, None))
+        """Queue an XADD (after ``check`` passes); ``on_error`` runs if it failed."""
+        self._items.append(_Item(stream, body, maxlen, on_error, None, check))
         self._wakeup.set()
 
     async def append_and_wait(self, stream: str, body: bytes, maxlen: int) -> bool:
@@ -76,11 +89,23 @@ class StreamRelay:
             while self._items:
                 batch = self._items[:MAX_BATCH]
                 del self._items[:MAX_BATCH]
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                except Exception:
+                    log.exception("relay flush failed")
+                    self._fail(batch)
             if self._closing:
                 return
 
     async def _flush(self, batch: list[_Item]) -> None:
+        try:
+            batch = await self._rate_limit(batch)
+        except REDIS_ERRORS as exc:
+            log.warning("rate limit check failed; refusing the batch", error=str(exc))
+            self._fail(batch)
+            return
+        if not batch:
+            return
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
             pipe.xadd(
@@ -97,8 +122,36 @@ class StreamRelay:
         for item, result in zip(batch, results, strict=True):
             ok = not isinstance(result, Exception)
             if not ok:
-                metrics.RELAY_FAILURES.inc()
-                if item.on_error is not None:
-                    item.on_error()
+                self._fail([item])
+            elif item.done is not None and not item.done.done():
+                item.done.set_result(True)
+
+    async def _rate_limit(self, batch: list[_Item]) -> list[_Item]:
+        """Run the batch's rate-limit checks in one pipeline; keep the allowed items."""
+        checked = [item for item in batch if item.check is not None]
+        if not checked or self.limiter is None:
+            return batch
+        pipe = self.redis.pipeline(transaction=False)
+        for item in checked:
+            assert item.check is not None
+            keys_, args = self.limiter.call_args(item.check.key, item.check.limit)
+            await self.limiter.script(keys=keys_, args=args, client=pipe)
+        replies = await pipe.execute()
+        refused: set[int] = set()
+        for item, reply in zip(checked, replies, strict=True):
+            decision = decision_from_reply(reply)
+            if not decision.allowed:
+                assert item.check is not None
+                metrics.RATE_LIMITED.labels(action=item.check.limit.action).inc()
+                item.check.on_limited(decision.retry_after_ms)
+                refused.add(id(item))
+        return [item for item in batch if id(item) not in refused]
+
+    @staticmethod
+    def _fail(items: list[_Item]) -> None:
+        for item in items:
+            metrics.RELAY_FAILURES.inc()
+            if item.on_error is not None:
+                item.on_error()
             if item.done is not None and not item.done.done():
-                item.done.set_result(ok)
+                item.done.set_result(False)

@@ -18,8 +18,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from services.gateway import metrics
-from services.gateway.appkeys import HUB, RELAY, VERIFIER
-from services.gateway.auth import AuthError, token_from_request, unauthorized
+from services.gateway.admission import admit
+from services.gateway.appkeys import HUB, RELAY
 from services.gateway.connection import Connection
 from services.gateway.dispatch import dispatch
 from shared import keys
@@ -46,14 +46,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             {"error": "draining", "message": "gateway is restarting; reconnect elsewhere"},
             status=503,
         )
-    token = token_from_request(request)
-    try:
-        if token is None:
-            raise AuthError("missing_token", "a bearer token or ?token= is required")
-        identity = app[VERIFIER].verify(token)
-    except AuthError as exc:
-        metrics.AUTH_FAILURES.labels(reason=exc.error).inc()
-        return unauthorized(exc)
+    identity = await admit(request)
+    if isinstance(identity, web.Response):
+        return identity
 
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,
@@ -72,6 +67,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         user_id=identity.user_id,
         name=identity.name,
         expires_at=identity.expires_at,
+        jti=identity.jti,
         max_frames=settings.send_queue_max_frames,
         max_bytes=settings.send_queue_max_bytes,
     )
@@ -155,6 +151,7 @@ async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Conn
     async for msg in ws:
         if conn.closed:
             break
+        conn.last_activity = time.monotonic()
         if msg.type == WSMsgType.TEXT:
             await dispatch(app, conn, msg.data)
         elif msg.type == WSMsgType.BINARY:

@@ -1,0 +1,108 @@
+"""Rate limits: one atomic GCRA script per check, limits from configuration.
+
+The default table is the seed's (message:send 60/min, conversation:create 10,
+user:search 30, presence:update 10) plus connection, typing, receipt and
+history limits. ``CHAT_RATE_LIMITS`` overrides entries
+(``message:send=120/60,typing:update=40/60``) or turns limiting off
+(``off``, for benchmarks only).
+
+When Redis is unreachable the limiter fails closed: the request could not be
+relayed anyway (the command streams live in the same Redis), so the client
+gets SERVICE_UNAVAILABLE rather than an unlimited pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import keys
+from shared.redis_client import RedisClient
+from shared.scripts import load_script
+from shared.settings import Settings, SettingsError
+
+DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
+    "message:send": (60, 60.0),
+    "conversation:create": (10, 60.0),
+    "user:search": (30, 60.0),
+    "presence:update": (10, 60.0),
+    "connection:create": (30, 60.0),
+    "connection:ip": (120, 60.0),
+    "typing:update": (30, 60.0),
+    "receipt:send": (120, 60.0),
+    "history:fetch": (120, 60.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    action: str
+    count: int
+    period: float
+
+    @property
+    def interval_us(self) -> int:
+        return max(int(self.period * 1_000_000 / self.count), 1)
+
+
+def parse_limits(spec: str) -> dict[str, Limit] | None:
+    """The effective table, or None when limiting is off."""
+    if spec.strip().lower() == "off":
+        return None
+    table = {a: Limit(a, c, p) for a, (c, p) in DEFAULT_LIMITS.items()}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        try:
+            action, rule = item.split("=", 1)
+            count, period = rule.split("/", 1)
+            limit = Limit(action.strip(), int(count), float(period))
+        except ValueError:
+            raise SettingsError(
+                f"CHAT_RATE_LIMITS entry {item!r} must look like action=count/seconds"
+            ) from None
+        if limit.count < 1 or limit.period <= 0:
+            raise SettingsError(f"CHAT_RATE_LIMITS entry {item!r} must be positive")
+        table[limit.action] = limit
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after_ms: int = 0
+
+
+ALLOW = Decision(True)
+
+
+class RateLimiter:
+    def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
+        self.table = parse_limits(settings.rate_limits)
+        self._script = load_script(redis_client, "rate_limit")
+
+    def limit_for(self, action: str) -> Limit | None:
+        return None if self.table is None else self.table.get(action)
+
+    def call_args(self, key: str, limit: Limit) -> tuple[list[str], list[int]]:
+        """KEYS and ARGV of one check, for callers that pipeline many."""
+        return [key], [limit.interval_us, limit.count]
+
+    @property
+    def script(self):  # type: ignore[no-untyped-def]
+        return self._script
+
+    async def check_user(self, user_id: str, action: str) -> Decision:
+        return await self._check(keys.rate_limit_key(user_id, action), action)
+
+    async def check_ip(self, ip: str, action: str) -> Decision:
+        return await self._check(keys.rate_limit_ip_key(ip, action), action)
+
+    async def _check(self, key: str, action: str) -> Decision:
+        limit = self.limit_for(action)
+        if limit is None:
+            return ALLOW
+        allowed, retry_ms = await self._script(keys=[key], args=[limit.interval_us, limit.count])
+        return ALLOW if int(allowed) else Decision(False, int(retry_ms))
+
+
+def decision_from_reply(reply: list[int]) -> Decision:
+    allowed, retry_ms = reply
+    return ALLOW if int(allowed) else Decision(False, int(retry_ms))
