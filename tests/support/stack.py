@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from shared.ratelimit import DEFAULT_LIMITS
 from tests.support.servers import Process, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +92,9 @@ class Stack:
                 "CHAT_RECLAIM_IDLE_MS": "3000",
                 "CHAT_BLOCK_MS": "500",
                 "CHAT_DRAIN_SECONDS": "1",
+                # Limits stay on (the code path is exercised) but high enough
+                # for tests that are about something else; limit tests set theirs.
+                "CHAT_RATE_LIMITS": ",".join(f"{action}=1000000/60" for action in DEFAULT_LIMITS),
                 f"CHAT_{service.upper()}_PORT": str(free_port()),
                 "PYTHONUNBUFFERED": "1",
             }
