@@ -16,6 +16,7 @@ from typing import Any
 
 from shared import keys
 from shared.logging import get_logger
+from shared.pubsub import create_subscriber
 from shared.redis_client import REDIS_ERRORS, RedisClient, publish_command
 from shared.settings import Settings
 
@@ -33,23 +34,26 @@ def _ms(start: float) -> float:
 async def pubsub_round_trip(client: RedisClient, settings: Settings, timeout: float = 2.0) -> float:
     """Publish on a private channel and wait for it to come back; ms, or -1."""
     channel = keys.health_probe_channel(settings.instance_id)
-    pubsub = client.pubsub()
+    token = str(time.perf_counter()).encode()
+    arrived = asyncio.Event()
+
+    def on_message(_channel: bytes, data: bytes) -> None:
+        if data == token:
+            arrived.set()
+
+    subscriber = create_subscriber(client)
     try:
-        if settings.cluster_mode:
-            await pubsub.execute_command("SSUBSCRIBE", channel)
-        else:
-            await pubsub.subscribe(channel)
-        token = str(time.perf_counter()).encode()
+        await subscriber.start(on_message, lambda: None)
+        await subscriber.subscribe(channel)
         start = time.perf_counter()
         await client.execute_command(publish_command(settings), channel, token)
-        deadline = start + timeout
-        while time.perf_counter() < deadline:
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            if msg is not None and msg.get("data") == token:
-                return _ms(start)
-        return -1.0
+        try:
+            await asyncio.wait_for(arrived.wait(), timeout)
+        except TimeoutError:
+            return -1.0
+        return _ms(start)
     finally:
-        await pubsub.aclose()
+        await subscriber.stop()
 
 
 async def deep_redis_check(client: RedisClient, settings: Settings) -> dict[str, Any]:

@@ -179,8 +179,12 @@ def offline_depth_key() -> str:
 
 
 def active_users_key(minute: int) -> str:
-    """HyperLogLog of users active during one epoch minute."""
-    return f"metrics:active:{minute}"
+    """HyperLogLog of users active during one epoch minute.
+
+    All minutes share one hash tag so PFCOUNT can merge a window in one call
+    on Redis Cluster too.
+    """
+    return f"metrics:{{active}}:{minute}"
 
 
 def health_probe_key(instance_id: str) -> str:

@@ -14,6 +14,9 @@ gets SERVICE_UNAVAILABLE rather than an unlimited pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import AsyncScript
 
 from shared import keys
 from shared.redis_client import RedisClient
@@ -81,12 +84,12 @@ class RateLimiter:
     def limit_for(self, action: str) -> Limit | None:
         return None if self.table is None else self.table.get(action)
 
-    def call_args(self, key: str, limit: Limit) -> tuple[list[str], list[int]]:
+    def call_args(self, key: str, limit: Limit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of one check, for callers that pipeline many."""
         return [key], [limit.interval_us, limit.count]
 
     @property
-    def script(self):  # type: ignore[no-untyped-def]
+    def script(self) -> AsyncScript:
         return self._script
 
     async def check_user(self, user_id: str, action: str) -> Decision:

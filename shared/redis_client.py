@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -16,7 +17,9 @@ from shared.settings import Settings
 
 log = get_logger(__name__)
 
-RedisClient = redis.Redis
+# Both clients expose the same command API; a service never needs to know
+# which one it holds, except for pub/sub (see shared/pubsub.py).
+RedisClient = redis.Redis | RedisCluster
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -25,6 +28,27 @@ def _retry() -> Retry:
 
 
 def create_redis(settings: Settings, **overrides: Any) -> RedisClient:
+    """A standalone client, or a cluster client when CHAT_REDIS_CLUSTER_NODES is set."""
+    if settings.cluster_mode:
+        return create_cluster(settings)
+    return create_standalone(settings, **overrides)
+
+
+def create_cluster(settings: Settings) -> RedisCluster:
+    nodes = []
+    for item in settings.redis_cluster_nodes.split(","):
+        host, _, port = item.strip().rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port)))
+    return RedisCluster(
+        startup_nodes=nodes,
+        decode_responses=False,
+        socket_connect_timeout=2.0,
+        max_connections=64,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+    )
+
+
+def create_standalone(settings: Settings, **overrides: Any) -> redis.Redis:
     """A client for commands and pub/sub; bytes in, bytes out.
 
     The pool blocks (up to a timeout) when all its connections are busy

@@ -6,9 +6,13 @@ restart (script cache emptied) is handled transparently.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from shared.redis_client import RedisClient
@@ -23,3 +27,22 @@ def script_source(name: str) -> str:
 
 def load_script(client: RedisClient, name: str) -> AsyncScript:
     return client.register_script(script_source(name))
+
+
+async def run_many(
+    client: RedisClient, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+) -> list[Any]:
+    """Run one script for many key sets: pipelined on standalone Redis.
+
+    redis-py refuses scripts inside a cluster pipeline (keys may live on
+    different nodes), so on a cluster the calls go out concurrently instead:
+    still one round trip of latency, spread over the nodes' connections.
+    """
+    if not calls:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
+    pipe = client.pipeline(transaction=False)
+    for keys_, args in calls:
+        await script(keys=keys_, args=args, client=cast(Any, pipe))
+    return list(await pipe.execute())

@@ -18,7 +18,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", RedisClient)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SERVICE = web.AppKey("service", str)
 DRAINING = web.AppKey("draining", asyncio.Event)
 EXTRA_HEALTH = web.AppKey("extra_health", dict)

@@ -20,7 +20,7 @@ from services.delivery.outbox import Outbox
 from shared import keys
 from shared.protocol import Message, QueuedMessages, SyncRequired, encode
 from shared.redis_client import RedisClient, text
-from shared.scripts import load_script
+from shared.scripts import load_script, run_many
 from shared.settings import Settings
 
 _message_decoder = msgspec.json.Decoder(Message)
@@ -51,21 +51,24 @@ class OfflineQueue:
         """Keep each (user, message) in the user's queue; one pipeline for all."""
         if not items:
             return
-        pipe = self.redis.pipeline(transaction=False)
         now = int(time.time() * 1000)
-        for user_id, message in items:
-            await self._enqueue(
-                keys=[keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id)],
-                args=[
-                    self.cap,
-                    self.retention_ms,
-                    message.conversation_id,
-                    _message_encoder.encode(message),
-                    now,
-                ],
-                client=pipe,
-            )
-        dropped = await pipe.execute()
+        dropped = await run_many(
+            self.redis,
+            self._enqueue,
+            [
+                (
+                    [keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id)],
+                    [
+                        self.cap,
+                        self.retention_ms,
+                        message.conversation_id,
+                        _message_encoder.encode(message),
+                        now,
+                    ],
+                )
+                for user_id, message in items
+            ],
+        )
         metrics.OFFLINE_ENQUEUED.inc(len(items))
         overflow = sum(int(d) for d in dropped)
         if overflow:

@@ -14,6 +14,7 @@ it answers 503 rather than letting anyone in unchecked.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from services.gateway.auth import AuthError, Identity, token_from_request, unaut
 from shared import keys
 from shared.ratelimit import decision_from_reply
 from shared.redis_client import REDIS_ERRORS
+from shared.scripts import run_many
 from shared.web import REDIS, SETTINGS
 
 
@@ -78,15 +80,18 @@ async def admit(request: web.Request) -> Identity | web.Response:
     pipe.exists(keys.revoked_token_key(identity.jti or ""))
     pipe.hlen(keys.user_connections_key(identity.user_id))
     limit = limiter.limit_for("connection:create")
+    calls = []
     if limit is not None:
-        keys_, args = limiter.call_args(
-            keys.rate_limit_key(identity.user_id, "connection:create"), limit
+        calls.append(
+            limiter.call_args(keys.rate_limit_key(identity.user_id, "connection:create"), limit)
         )
-        await limiter.script(keys=keys_, args=args, client=pipe)
     try:
-        replies = await pipe.execute()
+        replies, limited = await asyncio.gather(
+            pipe.execute(), run_many(redis_client, limiter.script, calls)
+        )
     except REDIS_ERRORS:
         return unavailable()
+    replies = [*replies, *limited]
     if identity.jti and replies[0]:
         metrics.AUTH_FAILURES.labels(reason="token_revoked").inc()
         return unauthorized(AuthError("token_revoked", "the token has been revoked"))

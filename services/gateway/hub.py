@@ -9,20 +9,17 @@ already encoded, and is never decoded here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
-
-from redis.asyncio.client import PubSub
 
 from services.gateway import metrics
 from services.gateway.connection import Connection
 from shared import keys
 from shared.logging import get_logger
 from shared.protocol import CLOSE_NORMAL, CLOSE_POLICY
+from shared.pubsub import Subscriber, create_subscriber
 from shared.push import decode_push
-from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.redis_client import RedisClient
 
 log = get_logger(__name__)
 
@@ -49,35 +46,30 @@ class Hub:
         self.watchers: dict[str, dict[str, Connection]] = {}
         self.idle = asyncio.Event()  # set while no connection is open
         self.idle.set()
-        self._pubsub: PubSub = redis_client.pubsub()
+        self._subscriber: Subscriber = create_subscriber(redis_client)
         self._refs: dict[str, int] = {}
-        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
         self._gateway_channel = keys.gateway_channel(gateway_id).encode()
-        self._reader: asyncio.Task[None] | None = None
         self.on_resubscribed: Callable[[], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        await self._subscriber.start(self._route, self._reconnected)
         for channel in (
             keys.gateway_channel(self.gateway_id),
             *keys.SYSTEM_CHANNELS,
             keys.REVOCATIONS,
         ):
             await self.acquire(channel)
-        # Every later connect of the pub/sub connection is a reconnect: redis-py
-        # resubscribes by itself, but pushes published meanwhile are gone.
-        assert self._pubsub.connection is not None
-        self._pubsub.connection.register_connect_callback(self._reconnected)
-        self._reader = asyncio.create_task(self._read_loop(), name="hub-reader")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.aclose()
+        await self._subscriber.stop()
+
+    def _reconnected(self) -> None:
+        metrics.REDIS_RECONNECTS.inc()
+        if self.on_resubscribed:
+            self.on_resubscribed()
 
     # --- registry ----------------------------------------------------------------
 
@@ -105,70 +97,53 @@ class Hub:
     # --- subscriptions ------------------------------------------------------------
 
     async def acquire(self, channel: str) -> None:
-        """Take a reference on ``channel``; subscribe on the first and wait for it."""
+        """Take a reference on ``channel``; the first one subscribes.
+
+        Returns once the subscription is confirmed by Redis (also for a
+        caller that arrives while the first one is still waiting), so no
+        push published after this returns can be missed.
+        """
         count = self._refs.get(channel, 0)
         self._refs[channel] = count + 1
         if count == 0:
-            self._confirmed[channel] = asyncio.get_running_loop().create_future()
+            ready = asyncio.get_running_loop().create_future()
+            self._ready[channel] = ready
             try:
-                await self._pubsub.subscribe(channel)
-            except BaseException:
-                self._refs[channel] -= 1
-                if not self._refs[channel]:
-                    del self._refs[channel]
-                self._confirmed.pop(channel, None)
+                await self._subscriber.subscribe(channel)
+            except BaseException as exc:
+                self._drop_ref(channel)
+                self._ready.pop(channel, None)
+                if not ready.done():
+                    ready.set_exception(exc)
+                    ready.exception()  # retrieved: waiters get it via shield below
                 raise
-        pending = self._confirmed.get(channel)
-        if pending is not None and self._reader is not None:
-            # Wait until Redis confirmed the subscription, so no push sent after
-            # this returns can be missed.
-            await asyncio.wait_for(asyncio.shield(pending), timeout=5)
+            self._ready.pop(channel, None)
+            ready.set_result(None)
+            return
+        pending = self._ready.get(channel)
+        if pending is not None:
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                self._drop_ref(channel)
+                raise
+
+    def _drop_ref(self, channel: str) -> None:
+        count = self._refs.get(channel, 0) - 1
+        if count <= 0:
+            self._refs.pop(channel, None)
+        else:
+            self._refs[channel] = count
 
     async def release(self, channel: str) -> None:
         count = self._refs.get(channel, 0)
         if count <= 1:
             self._refs.pop(channel, None)
-            self._confirmed.pop(channel, None)
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self._pubsub.unsubscribe(channel)
+            await self._subscriber.unsubscribe(channel)
         else:
             self._refs[channel] = count - 1
 
     # --- routing -------------------------------------------------------------------
-
-    async def _reconnected(self, _connection: object) -> None:
-        metrics.REDIS_RECONNECTS.inc()
-        log.info("pub/sub reconnected; subscriptions restored")
-        if self.on_resubscribed:
-            self.on_resubscribed()
-
-    async def _read_loop(self) -> None:
-        pubsub = self._pubsub
-        delay = 0.05
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=1.0)
-                delay = 0.05
-                if message is not None:
-                    self._dispatch(message)
-            except asyncio.CancelledError:
-                raise
-            except REDIS_ERRORS as exc:
-                log.warning("pub/sub connection lost; retrying", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception:
-                log.exception("push routing failed")
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel: bytes = message["channel"]
-        if kind in ("message", "smessage"):
-            self._route(channel, message["data"])
-        elif kind in ("subscribe", "ssubscribe"):
-            future = self._confirmed.pop(channel.decode(), None)
-            if future is not None and not future.done():
-                future.set_result(None)
 
     def _route(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(b"user:"):

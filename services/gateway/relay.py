@@ -20,6 +20,7 @@ from shared import keys
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter, decision_from_reply
 from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.scripts import run_many
 
 log = get_logger(__name__)
 
@@ -131,12 +132,15 @@ class StreamRelay:
         checked = [item for item in batch if item.check is not None]
         if not checked or self.limiter is None:
             return batch
-        pipe = self.redis.pipeline(transaction=False)
-        for item in checked:
-            assert item.check is not None
-            keys_, args = self.limiter.call_args(item.check.key, item.check.limit)
-            await self.limiter.script(keys=keys_, args=args, client=pipe)
-        replies = await pipe.execute()
+        replies = await run_many(
+            self.redis,
+            self.limiter.script,
+            [
+                self.limiter.call_args(item.check.key, item.check.limit)
+                for item in checked
+                if item.check is not None
+            ],
+        )
         refused: set[int] = set()
         for item, reply in zip(checked, replies, strict=True):
             decision = decision_from_reply(reply)

@@ -126,8 +126,8 @@ export class ChatClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("change", { detail: { what, ...detail } }));
   }
 
-  _toast(text, level = "error") {
-    this.dispatchEvent(new CustomEvent("toast", { detail: { text, level } }));
+  _toast(text, level = "error", key = undefined) {
+    this.dispatchEvent(new CustomEvent("toast", { detail: { text, level, key } }));
   }
 
   // --- reading the state --------------------------------------------------------------
@@ -274,7 +274,7 @@ export class ChatClient extends EventTarget {
     const previous = this.status.state;
     this.status = status;
     if (status.state === "waiting" && previous === "open") {
-      this._toast("Disconnected — reconnecting…", "warning");
+      this._toast("Disconnected — reconnecting…", "warning", "connection");
       this._clearAllTyping();
     }
     if (status.state === "stopped" && status.lastClose?.reason) {
@@ -289,7 +289,7 @@ export class ChatClient extends EventTarget {
     this.me = frame.userId;
     this.watching.clear();
     this.syncing.clear();
-    if (!first) this._toast("Reconnected", "info");
+    if (!first) this._toast("Reconnected", "info", "connection");
     this._emit("me");
     // 1. Sends that were never acked go again, with their clientMessageId.
     for (const conv of this.conversations.values()) {

@@ -47,7 +47,9 @@ export function hue(text) {
 }
 
 export function avatar(name, extraClass = "") {
-  const initials = name.replace(/[-_]/g, " ").trim().slice(0, 2).toUpperCase() || "?";
+  const words = name.split(/[\s_-]+/).filter(Boolean);
+  const initials =
+    (words.length > 1 ? words[0][0] + words[1][0] : (words[0] || "?")[0]).toUpperCase();
   const el = h("span", { class: `avatar ${extraClass}`.trim(), "aria-hidden": "true" }, initials);
   el.style.setProperty("--hue", hue(name));
   return el;

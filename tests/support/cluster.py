@@ -1,0 +1,111 @@
+"""A real 6-node Redis Cluster (3 masters, 3 replicas) from redis-server processes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import redis
+
+from tests.support.servers import Process, free_port, wait_until
+
+
+class ClusterNode(Process):
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.port = port
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(workdir),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(workdir / "nodes.conf"),
+            "--cluster-node-timeout", "2000",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        super().__init__(f"redis-{port}", argv, workdir / "redis.log")
+
+    def start(self) -> None:
+        super().start()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            wait_until(client.ping, 15, what=f"cluster node {self.port}")
+        finally:
+            client.close()
+
+    def info(self, section: str) -> dict:
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=2)
+        try:
+            return client.info(section)  # type: ignore[no-any-return]
+        finally:
+            client.close()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 50000:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    def __init__(self, workdir: Path, size: int = 6) -> None:
+        self.nodes = [ClusterNode(workdir / f"node{i}", cluster_port()) for i in range(size)]
+
+    @property
+    def startup_nodes(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                shutil.which("redis-cli") or "redis-cli",
+                "--cluster", "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas", "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        wait_until(self.healthy, 30, interval=0.2, what="cluster_state:ok on every node")
+
+    def healthy(self) -> bool:
+        for node in self.nodes:
+            if not node.alive():
+                continue
+            if node.info("cluster").get("cluster_enabled") != 1:
+                return False
+            client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=2)
+            try:
+                state = client.execute_command("CLUSTER", "INFO").decode()
+            finally:
+                client.close()
+            if "cluster_state:ok" not in state:
+                return False
+        return True
+
+    def masters(self) -> list[ClusterNode]:
+        return [n for n in self.nodes if n.alive() and n.info("replication")["role"] == "master"]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
