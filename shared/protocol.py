@@ -281,14 +281,17 @@ def decode_client_frame(data: str | bytes) -> ClientFrame:
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise _classify(data, str(exc)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        # Deep nesting trips msgspec's recursion guard; invalid UTF-8 inside a
+        # string (or a lone surrogate in a str) fails decoding: both are
+        # frames that are not valid JSON text.
         raise FrameError(INVALID_FORMAT, "frame is not valid JSON") from None
 
 
 def _classify(data: str | bytes, detail: str) -> FrameError:
     try:
         raw = _any_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         return FrameError(INVALID_FORMAT, "frame is not valid JSON")
     if not isinstance(raw, dict):
         return FrameError(INVALID_FORMAT, "frame must be a JSON object")

@@ -52,7 +52,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,
-        max_msg_size=settings.max_frame_bytes,
+        # aiohttp refuses frames of max_msg_size bytes or more; the protocol
+        # closes only frames larger than the limit.
+        max_msg_size=settings.max_frame_bytes + 1,
         compress=settings.ws_compress,
         decode_text=False,
     )
