@@ -25,7 +25,7 @@ from tests.integration.test_chat import (
     test_two_users_chat_and_every_sender_device_sees_it as test_cluster_two_users_chat,
 )
 from tests.integration.test_offline import (
-    test_offline_user_gets_everything_in_order_and_acked_batches_are_gone as test_cluster_offline_queue,
+    test_offline_user_gets_everything_in_order_and_acked_batches_are_gone as offline_queue,
 )
 from tests.integration.test_presence import (
     test_two_devices_online_until_both_close as test_cluster_presence_two_devices,
@@ -41,6 +41,7 @@ from tests.support.stack import Stack
 from tests.support.sync import last_seqs, messages_in, sync
 
 pytestmark = pytest.mark.cluster
+test_cluster_offline_queue = offline_queue
 
 __all__ = [
     "test_cluster_history_pages_in_order",
@@ -90,3 +91,124 @@ async def connect(stack: Stack) -> AsyncIterator[Any]:
     yield _connect
     for client in clients:
         await client.close()
+
+
+async def _send_until_acked(client: ChatClient, cid: str, content: str) -> dict[str, Any]:
+    """What a client does: retry with the same clientMessageId until acked."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            reply = await client.request(
+                {
+                    "type": "send_message",
+                    "conversationId": cid,
+                    "content": content,
+                    "clientMessageId": content,
+                },
+                "message_ack",
+                timeout=8,
+            )
+            if reply["type"] == "message_ack":
+                return reply["message"]  # type: ignore[no-any-return]
+            assert reply["code"] == "SERVICE_UNAVAILABLE", reply
+        except TimeoutError:
+            pass  # the append or its answer was lost in the failover: retry
+        assert time.monotonic() < deadline, f"{content} never acked"
+        await asyncio.sleep(0.2)
+
+
+async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferretdb, mongo) -> None:
+    redis_cluster = RedisCluster(workdir / uid("failover"))
+    redis_cluster.start()
+    s = cluster_stack(redis_cluster, ferretdb, workdir, uid("failover-stack"))
+    try:
+        gw1 = s.start("gateway")
+        gw2 = s.start("gateway")
+        s.start("delivery")
+        s.start("presence")
+        alice, bob = uid("alice"), uid("bob")
+        sender = await ChatClient.connect(gw1.ws_url, alice)
+        receiver = await ChatClient.connect(gw2.ws_url, bob)
+        cid = (await create_conversation(sender, bob))["id"]
+        acked: dict[str, dict[str, Any]] = {}
+        victim = None
+        for i in range(200):
+            message = await _send_until_acked(sender, cid, f"f{i}")
+            acked[message["id"]] = message
+            if i == 60:
+                victim = redis_cluster.masters()[0]
+                victim.kill9()
+                killed_at = time.monotonic()
+        assert victim is not None and not victim.alive()
+        recovered_in = time.monotonic() - killed_at
+        # The replica took over: three masters again, one of them promoted.
+        assert len(redis_cluster.masters()) == 3
+        stored = await mongo[s.db_name].messages.find({"conversationId": cid}).to_list(None)
+        assert {d["_id"] for d in stored} == set(acked)
+        assert sorted(d["seq"] for d in stored) == list(range(1, 201))
+        # The receiver, told to resync or not, closes any gap with sync.
+        got = messages_in(receiver.frames)
+        got.update(messages_in(await sync(receiver, last_seqs(got, [cid]))))
+        assert set(got) == set(acked)
+        await sender.close()
+        await receiver.close()
+        assert recovered_in < 60
+    finally:
+        s.stop()
+        redis_cluster.stop()
+
+
+async def test_three_gateways_two_of_each_worker_kill_one_of_each(
+    cluster: RedisCluster, ferretdb, workdir: Path, mongo
+) -> None:
+    s = cluster_stack(cluster, ferretdb, workdir, uid("multi"))
+    try:
+        gateways = [s.start("gateway") for _ in range(3)]
+        deliveries = [s.start("delivery") for _ in range(2)]
+        presences = [s.start("presence") for _ in range(2)]
+        users = [uid("m") for _ in range(6)]
+        clients = {
+            u: await ChatClient.connect(gateways[i % 3].ws_url, u) for i, u in enumerate(users)
+        }
+        watcher = await ChatClient.connect(gateways[2].ws_url, uid("watcher"))
+        reply = await watcher.request(
+            {"type": "subscribe_presence", "userIds": users}, "presence_state"
+        )
+        assert reply["type"] == "presence_state"
+        assert all(v["status"] == "online" for v in reply["users"].values()), reply
+        a, b = users[0], users[1]  # on gateways 0 and 1
+        cid = (await create_conversation(clients[a], b, users[2]))["id"]
+        await clients[a].send({"type": "typing_indicator", "conversationId": cid, "isTyping": True})
+        typing = await clients[b].expect("typing_indicator")
+        assert typing["userId"] == a and typing["isTyping"] is True
+        acked: dict[str, dict[str, Any]] = {}
+        for i in range(60):
+            message = await _send_until_acked(clients[a], cid, f"x{i}")
+            acked[message["id"]] = message
+            if i == 20:
+                gateways[2].kill9()  # users[2] and users[5] lose their socket
+                deliveries[0].kill9()
+                presences[0].kill9()
+        stored = await mongo[s.db_name].messages.find({"conversationId": cid}).to_list(None)
+        assert {d["_id"] for d in stored} == set(acked)
+        assert sorted(d["seq"] for d in stored) == list(range(1, 61))
+        got = messages_in(clients[b].frames)
+        got.update(messages_in(await sync(clients[b], last_seqs(got, [cid]))))
+        assert set(got) == set(acked)
+        # Presence converges: the dead gateway's users go offline, the rest stay.
+        observer = await ChatClient.connect(gateways[0].ws_url, uid("observer"))
+        expected_offline = {users[2], users[5]}
+        deadline = time.monotonic() + 30
+        while True:
+            state = await observer.request(
+                {"type": "subscribe_presence", "userIds": users}, "presence_state"
+            )
+            offline = {u for u, v in state["users"].items() if v["status"] == "offline"}
+            if offline == expected_offline or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        assert offline == expected_offline
+        for c in [*clients.values(), watcher, observer]:
+            await c.close()
+    finally:
+        s.stop()

@@ -86,7 +86,7 @@ class RedisCluster:
             capture_output=True,
             timeout=60,
         )  # fmt: skip
-        wait_until(self.healthy, 30, interval=0.2, what="cluster_state:ok on every node")
+        wait_until(self.healthy, 60, interval=0.2, what="cluster ok and replicas in sync")
 
     def healthy(self) -> bool:
         for node in self.nodes:
@@ -100,6 +100,10 @@ class RedisCluster:
             finally:
                 client.close()
             if "cluster_state:ok" not in state:
+                return False
+            # A replica that never finished its first sync cannot fail over.
+            replication = node.info("replication")
+            if replication["role"] == "slave" and replication.get("master_link_status") != "up":
                 return False
         return True
 
