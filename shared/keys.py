@@ -133,6 +133,11 @@ def recent_messages_key(conversation_id: str) -> str:
     return f"recent:{{conv:{conversation_id}}}"
 
 
+def seq_counter_key(conversation_id: str) -> str:
+    """Seq counter of a conversation when persistence is off (benchmark mode only)."""
+    return f"seq:{{conv:{conversation_id}}}"
+
+
 def typing_key(conversation_id: str) -> str:
     """Sorted set userId -> expiry (ms) of who is typing in a conversation."""
     return f"typing:{{conv:{conversation_id}}}"

@@ -73,6 +73,8 @@ class Settings:
     offline_queue_max: int = 1000
     offline_queue_retention_seconds: int = 7 * 24 * 3600
     queue_batch_size: int = 100
+    # Benchmark-only: skip MongoDB for messages (acks no longer mean durable).
+    persistence: bool = True
     # --- metrics service ---------------------------------------------------------
     metrics_refresh_seconds: float = 5.0
 

@@ -54,7 +54,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     router = CommandRouter(
         redis_client,
         settings,
-        send=SendFlow(store, cache, recent, offline, settings),
+        send=SendFlow(store, cache, recent, offline, settings, redis_client),
         conversations=ConversationFlow(store, cache, settings),
         history=HistoryFlow(store, cache, recent),
         receipts=ReceiptFlow(store, cache),

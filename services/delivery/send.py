@@ -38,6 +38,7 @@ from shared.protocol import (
     SendMessage,
     encode,
 )
+from shared.redis_client import RedisClient
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -72,7 +73,9 @@ class SendFlow:
         recent: RecentCache,
         offline: OfflineQueue,
         settings: Settings,
+        redis_client: RedisClient,
     ) -> None:
+        self.redis = redis_client
         self.store = store
         self.cache = cache
         self.recent = recent
@@ -106,16 +109,18 @@ class SendFlow:
             pending.append(item)
 
         start = time.perf_counter()
-        await self._persist(pending)
-        metrics.PERSIST_SECONDS.observe(time.perf_counter() - start)
-
-        fresh = [p for p in pending if not p.duplicate]
-        last_seqs: dict[str, int] = {}
-        for item in fresh:
-            assert item.message is not None
-            last_seqs[item.message.conversation_id] = item.message.seq
         now = int(time.time() * 1000)
-        await self.store.advance_last_seq(last_seqs, now)
+        if self.settings.persistence:
+            await self._persist(pending)
+            metrics.PERSIST_SECONDS.observe(time.perf_counter() - start)
+            fresh = [p for p in pending if not p.duplicate]
+            last_seqs: dict[str, int] = {}
+            for item in fresh:
+                assert item.message is not None
+                last_seqs[item.message.conversation_id] = item.message.seq
+            await self.store.advance_last_seq(last_seqs, now)
+        else:
+            await self._number_only(pending)
 
         for item in pending:
             assert item.message is not None
@@ -128,6 +133,38 @@ class SendFlow:
             assert original.message is not None
             self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
 
+    async def _number_only(self, pending: list[_Pending]) -> None:
+        """Persistence off (benchmark mode): seqs from a Redis counter, nothing stored.
+
+        Messages then live only in pushes, offline queues and the recent
+        cache; `message_ack` no longer means durable. Never for production.
+        """
+        counts: dict[str, int] = {}
+        for item in pending:
+            cid = item.conversation.conversation.id
+            counts[cid] = counts.get(cid, 0) + 1
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, count in counts.items():
+            pipe.incrby(keys.seq_counter_key(cid), count)
+        tops = dict(zip(counts, await pipe.execute(), strict=True))
+        next_seq = {cid: int(tops[cid]) - counts[cid] for cid in counts}
+        for item in pending:
+            cid = item.conversation.conversation.id
+            next_seq[cid] += 1
+            item.message = self._message(item, next_seq[cid])
+
+    def _message(self, item: _Pending, seq: int) -> Message:
+        return Message(
+            id=item.message_id,
+            conversation_id=item.conversation.conversation.id,
+            seq=seq,
+            sender_id=item.request.command.user_id,
+            content=item.frame.content,
+            content_type=item.frame.content_type,
+            sent_at=int(item.request.command.accepted_at * 1000),
+            client_message_id=item.frame.client_message_id,
+        )
+
     async def _persist(self, pending: list[_Pending]) -> None:
         remaining = pending
         while remaining:
@@ -137,16 +174,7 @@ class SendFlow:
                 cid = item.conversation.conversation.id
                 seq = counters.get(cid, item.conversation.last_seq) + 1
                 counters[cid] = seq
-                item.message = Message(
-                    id=item.message_id,
-                    conversation_id=cid,
-                    seq=seq,
-                    sender_id=item.request.command.user_id,
-                    content=item.frame.content,
-                    content_type=item.frame.content_type,
-                    sent_at=int(item.request.command.accepted_at * 1000),
-                    client_message_id=item.frame.client_message_id,
-                )
+                item.message = self._message(item, seq)
                 docs.append(message_to_doc(item.message))
             inserted, error = await self.store.insert_messages(docs)
             for item in remaining[:inserted]:

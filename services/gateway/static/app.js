@@ -152,7 +152,11 @@ function startChat() {
   ui.meName.textContent = session.userId;
   ui.meAvatar.replaceChildren(avatar(session.userId));
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  client = new ChatClient({ wsUrl: `${scheme}://${location.host}/ws`, getToken });
+  client = new ChatClient({
+    userId: session.userId,
+    wsUrl: `${scheme}://${location.host}/ws`,
+    getToken,
+  });
   client.addEventListener("change", (event) => invalidate(event.detail));
   client.addEventListener("toast", ({ detail }) => toast(detail.text, detail.level, detail.key));
   client.start();
@@ -176,6 +180,8 @@ function stopChat() {
 
 // --- routing: #/c/<conversationId> ------------------------------------------------------
 
+const wide = window.matchMedia("(min-width: 721px)");
+
 function routeFromHash() {
   if (!client) return;
   const match = /^#\/c\/([^/]+)$/.exec(location.hash);
@@ -183,22 +189,30 @@ function routeFromHash() {
   if (id !== client.openId) {
     stick = true;
     client.openConversation(id);
-    if (id) ui.input.focus({ preventScroll: true });
+    // On a phone the keyboard would cover the conversation just opened.
+    if (id && wide.matches) ui.input.focus({ preventScroll: true });
   }
 }
 
+/** Open from the list: a history entry of its own, so Back returns to the list. */
 function openConversation(id) {
-  const hash = id ? `#/c/${encodeURIComponent(id)}` : "";
-  if (location.hash !== hash) {
-    if (hash) location.hash = hash;
-    else history.pushState(null, "", location.pathname);
-  }
+  const hash = `#/c/${encodeURIComponent(id)}`;
+  if (location.hash !== hash) history.pushState({ chat: true }, "", hash);
   routeFromHash();
+}
+
+function backToList() {
+  if (history.state?.chat) {
+    history.back(); // popstate routes
+  } else {
+    history.replaceState(null, "", location.pathname); // arrived by a link
+    routeFromHash();
+  }
 }
 
 window.addEventListener("hashchange", routeFromHash);
 window.addEventListener("popstate", routeFromHash);
-ui.back.addEventListener("click", () => openConversation(null));
+ui.back.addEventListener("click", backToList);
 
 // --- render scheduling: coalesce every change of one task into one render -----------------
 
@@ -245,9 +259,9 @@ function flush() {
   if (parts.has("status")) renderStatus();
   if (parts.has("list")) renderList();
   if (parts.has("header")) renderHeader();
+  renderLayout(); // before the messages: a hidden pane cannot be scrolled
   if (parts.has("messages")) renderMessages(f);
   if (parts.has("typing")) renderTyping();
-  renderLayout();
 }
 
 // --- connection status --------------------------------------------------------------------
@@ -255,7 +269,15 @@ function flush() {
 let countdown = null;
 
 function renderStatus() {
-  const { state, retryAt } = client.status;
+  const { state, retryAt, lastClose } = client.status;
+  if (state === "stopped" && lastClose?.reason) {
+    // The sign-in itself no longer works (e.g. development sign-in was turned off).
+    stopChat();
+    session = null;
+    saveSession();
+    showSignIn(lastClose.reason);
+    return;
+  }
   ui.shell.dataset.connection = state;
   clearInterval(countdown);
   const labels = {
@@ -582,6 +604,8 @@ function renderTyping() {
   const text = conv ? typingText(conv) : "";
   ui.typing.textContent = text;
   ui.typing.hidden = !text;
+  // The line takes room from the messages: keep the newest one in view.
+  if (stick) ui.scroller.scrollTop = ui.scroller.scrollHeight;
 }
 
 // --- layout (narrow screens show the list or the conversation) ---------------------------------

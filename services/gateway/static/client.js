@@ -18,6 +18,10 @@ const TYPING_REFRESH_MS = 3000; // the server lapses a typist after 5 s
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOW_MAX_MS = 7000; // never show a typist longer without a refresh
 const SEND_RETRY_MAX = 6;
+const RECEIPT_MIN_INTERVAL_MS = 1000; // receipts are rate limited (and dropped quietly) upstream
+const REQUEST_ATTEMPTS = 4;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const USER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -36,6 +40,8 @@ class Conversation {
     this.lastSeq = 0;
     this.readSeq = 0; // our own read marker
     this.receiptSentSeq = 0; // what the server knows of it
+    this.receiptAt = 0;
+    this.receiptTimer = null;
     this.othersRead = new Map(); // userId -> highest seq they read
     this.messages = new Map(); // id -> message
     this.seqs = new Map(); // seq -> id
@@ -86,9 +92,9 @@ class Conversation {
 }
 
 export class ChatClient extends EventTarget {
-  constructor({ wsUrl, getToken }) {
+  constructor({ userId, wsUrl, getToken }) {
     super();
-    this.me = null;
+    this.me = userId;
     this.conversations = new Map();
     this.presence = new Map(); // userId -> {status, lastSeen}
     this.watching = new Set();
@@ -98,6 +104,9 @@ export class ChatClient extends EventTarget {
     this.syncing = new Set();
     this.listTimer = null;
     this.typingOut = null; // {conversationId, sentAt, idleTimer}
+    this.epoch = 0; // bumped on every `connected`: work for an older socket stops
+    this.sendGateUntil = 0; // after RATE_LIMITED, sends wait until then, in order
+    this.sendGateTimer = null;
     this.connection = new Connection({
       url: wsUrl,
       getToken,
@@ -115,8 +124,13 @@ export class ChatClient extends EventTarget {
   stop() {
     document.removeEventListener("visibilitychange", this._onVisibility);
     this.connection.stop();
+    clearTimeout(this.listTimer);
+    clearTimeout(this.sendGateTimer);
+    if (this.typingOut) clearTimeout(this.typingOut.idleTimer);
     for (const conv of this.conversations.values()) {
       for (const timer of conv.typing.values()) clearTimeout(timer);
+      for (const outgoing of conv.pending.values()) clearTimeout(outgoing.retryTimer);
+      clearTimeout(conv.receiptTimer);
     }
   }
 
@@ -180,7 +194,7 @@ export class ChatClient extends EventTarget {
     conv.loading = true;
     this._emit("messages", { conversationId: id });
     try {
-      const reply = await this.connection.request(
+      const reply = await this._request(
         { type: "fetch_history", conversationId: id, beforeSeq: conv.floorSeq, limit: PAGE },
         { expect: "history" },
       );
@@ -277,9 +291,6 @@ export class ChatClient extends EventTarget {
       this._toast("Disconnected — reconnecting…", "warning", "connection");
       this._clearAllTyping();
     }
-    if (status.state === "stopped" && status.lastClose?.reason) {
-      this._toast(status.lastClose.reason, "error");
-    }
     this._emit("status");
   }
 
@@ -287,16 +298,13 @@ export class ChatClient extends EventTarget {
     const first = !this.everConnected;
     this.everConnected = true;
     this.me = frame.userId;
+    this.epoch += 1;
     this.watching.clear();
     this.syncing.clear();
     if (!first) this._toast("Reconnected", "info", "connection");
     this._emit("me");
     // 1. Sends that were never acked go again, with their clientMessageId.
-    for (const conv of this.conversations.values()) {
-      for (const outgoing of conv.pending.values()) {
-        if (outgoing.pendingState === "sending") this._transmit(outgoing);
-      }
-    }
+    this._flushPending();
     try {
       // 2. The list: new conversations, lastSeq, unread counts, read markers.
       await this._list();
@@ -313,11 +321,31 @@ export class ChatClient extends EventTarget {
     }
   }
 
+  /**
+   * A request that is safe to repeat (list, history, sync, presence): retried
+   * after RATE_LIMITED (when the server says) and after a store hiccup, as
+   * long as the socket it was made on is still the current one.
+   */
+  async _request(frame, options) {
+    const epoch = this.epoch;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.connection.request(frame, options);
+      } catch (err) {
+        const retryable = ["RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT"].includes(err.code);
+        if (!retryable || attempt >= REQUEST_ATTEMPTS) throw err;
+        const ms =
+          err.code === "RATE_LIMITED" ? (err.retryAfterMs ?? 1000) : 500 * 2 ** attempt;
+        await sleep(ms + Math.random() * 250);
+        if (epoch !== this.epoch || !this.connection.isOpen) {
+          throw new RequestError({ code: "DISCONNECTED", message: "connection replaced" });
+        }
+      }
+    }
+  }
+
   async _list() {
-    const reply = await this.connection.request(
-      { type: "list_conversations" },
-      { expect: "conversations" },
-    );
+    const reply = await this._request({ type: "list_conversations" }, { expect: "conversations" });
     for (const c of reply.conversations) {
       const conv = this._upsert(c);
       // The server's marker is authoritative for what it knows; ours may be ahead.
@@ -351,9 +379,13 @@ export class ChatClient extends EventTarget {
       this.syncing.add(conv.id);
     }
     try {
-      const done = await this.connection.request(
+      const done = await this._request(
         { type: "sync", conversations: positions },
-        { expect: "sync_complete", collectErrors: true, timeoutMs: 30_000 },
+        {
+          expect: "sync_complete",
+          collectErrors: ["NOT_A_MEMBER", "CONVERSATION_NOT_FOUND"],
+          timeoutMs: 30_000,
+        },
       );
       for (const error of done.errors) this._serverError(error);
     } finally {
@@ -369,8 +401,7 @@ export class ChatClient extends EventTarget {
     const fresh = [...ids].filter((id) => !this.watching.has(id)).slice(0, 200 - this.watching.size);
     if (!fresh.length || !this.connection.isOpen) return;
     for (const id of fresh) this.watching.add(id);
-    this.connection
-      .request({ type: "subscribe_presence", userIds: fresh }, { expect: "presence_state" })
+    this._request({ type: "subscribe_presence", userIds: fresh }, { expect: "presence_state" })
       .catch((err) => {
         for (const id of fresh) this.watching.delete(id);
         if (err.code !== "DISCONNECTED") this._requestFailed(err, "Could not watch presence");
@@ -382,7 +413,7 @@ export class ChatClient extends EventTarget {
     conv.loading = true;
     this._emit("messages", { conversationId: conv.id });
     try {
-      const reply = await this.connection.request(
+      const reply = await this._request(
         { type: "fetch_history", conversationId: conv.id, limit: PAGE },
         { expect: "history" },
       );
@@ -407,8 +438,33 @@ export class ChatClient extends EventTarget {
 
   // --- sending -----------------------------------------------------------------------
 
+  /** Every send still waiting, oldest first per conversation (after a reconnect or a limit). */
+  _flushPending() {
+    for (const conv of this.conversations.values()) {
+      for (const outgoing of conv.pending.values()) {
+        if (outgoing.pendingState === "sending") this._transmit(outgoing);
+      }
+    }
+  }
+
+  _gateSends(ms) {
+    this.sendGateUntil = Math.max(this.sendGateUntil, Date.now() + ms);
+    clearTimeout(this.sendGateTimer);
+    this.sendGateTimer = setTimeout(
+      () => {
+        this.sendGateTimer = null;
+        this._flushPending();
+      },
+      this.sendGateUntil - Date.now() + Math.random() * 200,
+    );
+  }
+
   async _transmit(outgoing) {
     if (outgoing.inFlight || !this.connection.isOpen) return; // re-sent on connect
+    if (Date.now() < this.sendGateUntil) {
+      this._gateSends(0); // goes out, in order, when the gate opens
+      return;
+    }
     clearTimeout(outgoing.retryTimer);
     outgoing.inFlight = true;
     outgoing.attempts += 1;
@@ -442,9 +498,15 @@ export class ChatClient extends EventTarget {
       case "DISCONNECTED":
         return; // stays "sending"; re-sent on reconnect
       case "RATE_LIMITED": {
+        // Hold every send (this one and those behind it) until the server
+        // allows more, then send them again in their original order.
         const ms = Math.max(err.retryAfterMs ?? 1000, 100);
-        this._toast(`You are sending too fast. Retrying in ${Math.ceil(ms / 1000)} s.`, "warning");
-        retry(ms + Math.random() * 250);
+        this._toast(
+          `You are sending too fast. Retrying in ${Math.ceil(ms / 1000)} s.`,
+          "warning",
+          "rate-limited",
+        );
+        this._gateSends(ms);
         return;
       }
       case "TIMEOUT":
@@ -587,19 +649,31 @@ export class ChatClient extends EventTarget {
     return true;
   }
 
+  /** Tell the server (and so the other members) we read up to the newest message. */
   _maybeSendReceipt(id) {
     if (!id || document.visibilityState !== "visible" || !this.connection.isOpen) return;
     const conv = this.conversations.get(id);
     if (!conv || !conv.loaded) return;
     const newest = conv.newest();
     if (!newest) return;
-    const changed = newest.seq > conv.readSeq;
-    conv.readSeq = Math.max(conv.readSeq, newest.seq);
-    if (newest.seq > conv.receiptSentSeq) {
-      conv.receiptSentSeq = newest.seq;
-      this.connection.send({ type: "read_receipt", messageId: newest.id });
+    if (newest.seq > conv.readSeq) {
+      conv.readSeq = newest.seq;
+      this._emit("conversations");
     }
-    if (changed) this._emit("conversations");
+    if (newest.seq <= conv.receiptSentSeq || conv.receiptTimer) return;
+    // At most one receipt a second per conversation; the last one always goes.
+    const wait = conv.receiptAt + RECEIPT_MIN_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      conv.receiptTimer = setTimeout(() => {
+        conv.receiptTimer = null;
+        this._maybeSendReceipt(conv.id === this.openId ? conv.id : null);
+      }, wait);
+      return;
+    }
+    if (this.connection.send({ type: "read_receipt", messageId: newest.id })) {
+      conv.receiptSentSeq = newest.seq;
+      conv.receiptAt = Date.now();
+    }
   }
 
   _receipt(frame) {

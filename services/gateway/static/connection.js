@@ -17,8 +17,8 @@ const DEFAULT_HEARTBEAT_MS = 20_000;
 const REQUEST_TIMEOUT_MS = 15_000;
 const CLIENT_GIVE_UP = 4000; // our own close code when the link looks dead
 
+export const CLOSE_POLICY = 1008;
 export const CLOSE_RESTART = 1012;
-export const CLOSE_SLOW = 1013;
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
 export class RequestError extends Error {
@@ -82,6 +82,7 @@ export class Connection {
 
   stop() {
     this.state = "stopped";
+    this.lastClose = null;
     window.removeEventListener("online", this._onOnline);
     document.removeEventListener("visibilitychange", this._onVisible);
     clearTimeout(this.timer);
@@ -122,11 +123,11 @@ export class Connection {
   /**
    * Send a request and resolve with the reply of type `expect` carrying the
    * same requestId. Rejects with a RequestError (a server `error` frame, or
-   * DISCONNECTED / TIMEOUT). With `collectErrors`, error frames for the
-   * request are gathered into `reply.errors` instead (for `sync`, which
-   * answers one error per refused conversation and still completes).
+   * DISCONNECTED / TIMEOUT). Error frames whose code is in `collectErrors`
+   * are gathered into `reply.errors` instead (for `sync`, which answers one
+   * error per refused conversation and still completes).
    */
-  request(frame, { expect, timeoutMs = REQUEST_TIMEOUT_MS, collectErrors = false } = {}) {
+  request(frame, { expect, timeoutMs = REQUEST_TIMEOUT_MS, collectErrors = [] } = {}) {
     if (!this.isOpen) {
       return Promise.reject(new RequestError({ code: "DISCONNECTED", message: "not connected" }));
     }
@@ -200,7 +201,7 @@ export class Connection {
     if (waiting) {
       matched = true;
       if (frame.type === "error") {
-        if (waiting.collectErrors) {
+        if (waiting.collectErrors.includes(frame.code)) {
           waiting.errors.push(frame);
         } else {
           this._settle(frame.requestId);
@@ -248,9 +249,9 @@ export class Connection {
       // The gateway is draining: come back soon, but not all at once.
       delay = 250 + Math.random() * 1000;
     } else {
-      // Refused before `connected` may be a 401 (a browser cannot tell):
-      // try a fresh token next time.
-      if (!welcomed) this.refreshToken = true;
+      // Refused before `connected` may be a 401 or a 429 (a browser cannot
+      // tell), and 1008 may mean the token was revoked: try a fresh token.
+      if (!welcomed || code === CLOSE_POLICY) this.refreshToken = true;
       delay = this._backoff();
     }
     this._scheduleReconnect(delay, { code, reason });

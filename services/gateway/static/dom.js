@@ -31,10 +31,6 @@ function append(el, children) {
   }
 }
 
-export function $(selector, root = document) {
-  return root.querySelector(selector);
-}
-
 export function byTestId(id, root = document) {
   return root.querySelector(`[data-testid="${id}"]`);
 }
