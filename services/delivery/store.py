@@ -160,10 +160,15 @@ class Store:
     async def advance_read(
         self, conversation_id: str, user_id: str, seq: int, message_id: str
     ) -> bool:
-        """Move the user's read marker forward; False when it was already at or past ``seq``."""
+        """Move the user's read marker forward; False when it was already past ``seq``.
+
+        A receipt equal to the marker still counts (True): the marker may have
+        been moved there by the user's own message, and the other members have
+        not been told yet that everything before it was read.
+        """
         now = int(time.time() * 1000)
         result = await self.reads.update_one(
-            {"_id": f"{conversation_id}:{user_id}", "seq": {"$lt": seq}},
+            {"_id": f"{conversation_id}:{user_id}", "seq": {"$lte": seq}},
             {
                 "$set": {
                     "conversationId": conversation_id,
@@ -194,6 +199,22 @@ class Store:
             # Lost a race with a concurrent first receipt; retry the conditional update.
             return await self.advance_read(conversation_id, user_id, seq, message_id)
         return True
+
+    async def mark_own_messages_read(self, seqs: dict[tuple[str, str], int]) -> None:
+        """A sender has read their own messages: move their markers up (never back)."""
+        if not seqs:
+            return
+        await self.reads.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{cid}:{user}"},
+                    {"$max": {"seq": seq}, "$set": {"conversationId": cid, "userId": user}},
+                    upsert=True,
+                )
+                for (cid, user), seq in seqs.items()
+            ],
+            ordered=False,
+        )
 
     async def read_seqs(self, user_id: str, conversation_ids: list[str]) -> dict[str, int]:
         docs = await asyncio.gather(

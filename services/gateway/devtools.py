@@ -36,7 +36,14 @@ async def dev_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token, "userId": user, "expiresIn": DEV_TOKEN_TTL_SECONDS})
 
 
+async def _no_stale_assets(request: web.Request, response: web.StreamResponse) -> None:
+    # The page's modules must not be mixed across versions after an upgrade.
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
+
+
 def add_routes(app: web.Application) -> None:
+    app.on_response_prepare.append(_no_stale_assets)
     app.router.add_get("/", index)
     app.router.add_get("/dev/token", dev_token)
     if STATIC_DIR.is_dir():

@@ -108,6 +108,9 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
 async def _handle(
     app: web.Application, conn: Connection, frame: ClientFrame, started: float
 ) -> None:
+    # Pings keep a link alive but do not make a forgotten tab active.
+    if not isinstance(frame, Ping):
+        conn.last_activity = time.monotonic()
     if isinstance(frame, Ping):
         pong = Pong(request_id=frame.request_id, server_time=int(time.time() * 1000))
         conn.send_direct(encode(pong))

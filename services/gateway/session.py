@@ -153,7 +153,6 @@ async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Conn
     async for msg in ws:
         if conn.closed:
             break
-        conn.last_activity = time.monotonic()
         if msg.type == WSMsgType.TEXT:
             await dispatch(app, conn, msg.data)
         elif msg.type == WSMsgType.BINARY:
