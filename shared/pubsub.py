@@ -166,6 +166,7 @@ class ShardedSubscriber:
         self._on_message: OnMessage = lambda _c, _d: None
         self._on_reconnect: OnReconnect = lambda: None
         self._remapping: asyncio.Task[None] | None = None
+        self._orphans: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def start(self, on_message: OnMessage, on_reconnect: OnReconnect) -> None:
@@ -209,6 +210,7 @@ class ShardedSubscriber:
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
+            self._orphans.discard(channel)
             name = self._owner.pop(channel, None)
             subscription = self._nodes.get(name or "")
             if subscription is None:
@@ -222,32 +224,39 @@ class ShardedSubscriber:
             self._remapping = asyncio.create_task(self._remap(name), name="shard-remap")
 
     async def _remap(self, failed_name: str) -> None:
-        """Move every channel of a lost node to its current owner, then resync."""
+        """Move every channel of a lost node to its current owner, then resync.
+
+        Channels waiting to move are kept in ``_orphans`` until each one is
+        subscribed again, so a failed attempt (the topology still names the
+        dead master) loses none of them: the next attempt picks them up.
+        """
         delay = 0.2
         while True:
             try:
                 async with self._lock:
                     await self.cluster.nodes_manager.initialize()
                     lost = [
-                        n
-                        for n, s in self._nodes.items()
-                        if n == failed_name or s.reader is None or s.reader.done()
+                        name
+                        for name, sub in self._nodes.items()
+                        if name == failed_name or sub.reader is None or sub.reader.done()
                     ]
-                    channels: set[str] = set()
                     for name in lost:
                         subscription = self._nodes.pop(name)
-                        channels |= subscription.channels
+                        self._orphans |= subscription.channels
                         await _close(subscription)
-                    for channel in channels:
+                    for channel in sorted(self._orphans):
                         self._owner.pop(channel, None)
                         await self._subscribe(channel)
-                log.info("shard subscriptions moved", channels=len(channels))
+                        self._orphans.discard(channel)
+                log.info("shard subscriptions moved")
                 self._on_reconnect()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("shard remap failed; retrying", error=str(exc))
+                log.warning(
+                    "shard remap failed; retrying", error=str(exc), waiting=len(self._orphans)
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
