@@ -1,8 +1,20 @@
-"""Publishes transitions on ``presence:<user>`` and records users in MongoDB."""
+"""Publishes transitions on ``presence:<user>`` and records users in MongoDB.
+
+Publishing is immediate (watchers see a transition as soon as the script
+made it). The MongoDB side (users upserted with their name when they come
+online, ``lastSeen`` written when they go offline) goes through a background
+writer that coalesces per user and writes in bulk: presence must not wait on
+the database, and a sweep of a gateway with ten thousand users would
+otherwise spend seconds in upserts before the next gateway is looked at.
+Redis keeps ``lastSeen`` too (``presence_state`` reads it), so a write that
+is still queued when the process dies is only late in MongoDB, never wrong
+in what clients see.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,12 +31,31 @@ from shared.settings import Settings
 
 log = get_logger(__name__)
 
+WRITE_BATCH = 1000
+
 
 class Announcer:
     def __init__(self, redis_client: RedisClient, db: MongoDB, settings: Settings) -> None:
         self.redis = redis_client
         self.users = db[USERS]
         self._publish = publish_command(settings)
+        # user -> latest transition not yet written to MongoDB
+        self._pending: dict[str, Transition] = {}
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="users-writer")
+
+    async def stop(self) -> None:
+        """Write what is pending (bounded wait), then stop."""
+        if self._writer is None:
+            return
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._flush(), timeout=5)
 
     async def announce(self, transitions: Sequence[Transition]) -> None:
         if not transitions:
@@ -41,24 +72,38 @@ class Announcer:
             )
             pipe.execute_command(self._publish, keys.presence_channel(t.user_id), encode(frame))
         await pipe.execute()
-        await self._record(transitions)
-
-    async def _record(self, transitions: Sequence[Transition]) -> None:
-        """Upsert users on coming online; write lastSeen on going offline."""
-        ops: list[UpdateOne] = []
         for t in transitions:
-            update: dict[str, Any]
-            if t.online:
-                update = {"$setOnInsert": {"createdAt": t.at}}
-                if t.name is not None:
-                    update["$set"] = {"name": t.name}
-            else:
-                update = {"$max": {"lastSeen": t.at}, "$setOnInsert": {"createdAt": t.at}}
+            previous = self._pending.get(t.user_id)
+            if previous is None or previous.at <= t.at:
+                # Keep the name from an earlier online transition if this one has none.
+                name = t.name or (previous.name if previous else None)
+                self._pending[t.user_id] = Transition(t.user_id, t.online, t.at, name)
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                try:
+                    await self._flush()
+                except Exception as exc:
+                    metrics.LAST_SEEN_FAILURES.inc()
+                    log.warning("recording users in MongoDB failed; retrying", error=str(exc))
+                    await asyncio.sleep(1)
+
+    async def _flush(self) -> None:
+        users = list(self._pending)[:WRITE_BATCH]
+        batch = [self._pending[u] for u in users]
+        ops: list[UpdateOne] = []
+        for t in batch:
+            update: dict[str, Any] = {"$setOnInsert": {"createdAt": t.at}}
+            if t.name is not None:
+                update["$set"] = {"name": t.name}
+            if not t.online:
+                update["$max"] = {"lastSeen": t.at}
             ops.append(UpdateOne({"_id": t.user_id}, update, upsert=True))
-        try:
-            await asyncio.wait_for(self.users.bulk_write(ops, ordered=False), timeout=10)
-        except Exception as exc:
-            # Redis keeps lastSeen too, so presence_state stays right; the
-            # durable copy is retried on the user's next transition.
-            metrics.LAST_SEEN_FAILURES.inc(len(ops))
-            log.warning("recording users in MongoDB failed", error=str(exc), count=len(ops))
+        await self.users.bulk_write(ops, ordered=False)
+        for t in batch:
+            if self._pending.get(t.user_id) is t:
+                del self._pending[t.user_id]

@@ -36,6 +36,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     app[READY_CHECKS].append(lambda: mongo_ping(mongo))
     state = PresenceState(redis_client)
     announcer = Announcer(redis_client, database(mongo, settings), settings)
+    announcer.start()
     consumer = GroupConsumer(
         redis_client,
         keys.connection_event_stream(),
@@ -58,4 +59,5 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await announcer.stop()
     await mongo.close()

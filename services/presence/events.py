@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from services.presence import metrics
 from services.presence.announce import Announcer
 from services.presence.state import PresenceState, Transition
 from shared import keys
-from shared.events import ConnOpened, decode_conn_event
+from shared.events import ConnEvent, ConnOpened, decode_conn_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
 from shared.streams import Entry
@@ -37,6 +38,15 @@ class ConnectionEvents:
         # An open from a gateway already declared dead must not resurrect its
         # connection (the sweep has run or will): treat it as closed.
         alive = await self._alive_gateways({e.gateway_id for e in events})
+        # Events of one user are applied in order; different users concurrently,
+        # so a batch costs a few round trips, not two per event.
+        by_user: dict[str, list[ConnEvent]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+        results = await asyncio.gather(*(self._apply(evs, alive) for evs in by_user.values()))
+        await self.announcer.announce([t for found in results for t in found])
+
+    async def _apply(self, events: list[ConnEvent], alive: set[str]) -> list[Transition]:
         transitions: list[Transition] = []
         for event in events:
             if isinstance(event, ConnOpened):
@@ -54,7 +64,7 @@ class ConnectionEvents:
                     event.user_id, event.connection_id, event.gateway_id, event.at
                 ):
                     transitions.append(Transition(event.user_id, False, event.at))
-        await self.announcer.announce(transitions)
+        return transitions
 
     async def _alive_gateways(self, gateway_ids: set[str]) -> set[str]:
         if not gateway_ids:

@@ -68,6 +68,13 @@ class GatewaySweeper:
                 await lease.release()
         return swept
 
+    async def _close_all(self, user: str, conns: list[str], gateway_id: str, at: int) -> bool:
+        """Close one user's connections on the dead gateway, in order."""
+        offline = False
+        for conn in conns:
+            offline = await self.state.close(user, conn, gateway_id, at) or offline
+        return offline
+
     async def sweep(self, gateway_id: str) -> None:
         start = time.perf_counter()
         key = keys.gateway_connections_key(gateway_id)
@@ -77,14 +84,21 @@ class GatewaySweeper:
         while True:
             # HSCAN over one dead gateway's own hash, not the keyspace.
             cursor, chunk = await self.redis.hscan(key, cursor, count=SWEEP_CHUNK)
-            transitions: list[Transition] = []
             assert isinstance(chunk, dict)
-            for connection_id, user_id in chunk.items():
-                uid = text(user_id)
-                if await self.state.close(uid, text(connection_id), gateway_id, at):
-                    transitions.append(Transition(uid, False, at))
-                removed += 1
-            await self.announcer.announce(transitions)
+            by_user: dict[str, list[str]] = {}
+            for conn, user in chunk.items():
+                by_user.setdefault(text(user), []).append(text(conn))
+            went_offline = await asyncio.gather(
+                *(self._close_all(user, conns, gateway_id, at) for user, conns in by_user.items())
+            )
+            removed += sum(len(conns) for conns in by_user.values())
+            await self.announcer.announce(
+                [
+                    Transition(user, False, at)
+                    for user, offline in zip(by_user, went_offline, strict=True)
+                    if offline
+                ]
+            )
             if cursor == 0:
                 break
         # Remove the gateway only if it did not come back meanwhile.
