@@ -21,6 +21,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -45,53 +46,51 @@ def _worker(url: str, users: list[str], commands: Any, events: Any) -> None:
     import aiohttp
     import uvloop
 
+    receive_timeout = float(os.environ.get("BENCH_RECV_TIMEOUT", "120"))
+    sockets: dict[str, Any] = {}
+
+    async def open_one(session: Any, sem: asyncio.Semaphore, user: str) -> None:
+        async with sem:
+            for _ in range(20):
+                try:
+                    ws = await session.ws_connect(
+                        f"{url}?token={make_token(user, SECRET)}", heartbeat=None
+                    )
+                    first = json.loads((await ws.receive()).data)
+                    assert first["type"] == "connected", first
+                    sockets[user] = ws
+                    return
+                except (aiohttp.ClientError, OSError):
+                    await asyncio.sleep(0.2)
+
+    async def drain(user: str, expected: int) -> int:
+        """Receive queued batches, acking each, until ``expected`` distinct messages."""
+        ws = sockets[user]
+        got: set[str] = set()
+        while len(got) < expected:
+            frame = json.loads((await ws.receive(timeout=receive_timeout)).data)
+            if frame.get("type") == "queued_messages":
+                got.update(m["id"] for m in frame["messages"])
+                await ws.send_str(json.dumps({"type": "ack_queued", "upTo": frame["cursor"]}))
+        return len(got)
+
     async def run() -> None:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        sockets: dict[str, Any] = {}
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, commands.get)
             op = command["op"]
             if op == "open":
                 sem = asyncio.Semaphore(200)
-
-                async def open_one(user: str) -> None:
-                    async with sem:
-                        for _ in range(20):
-                            try:
-                                ws = await session.ws_connect(
-                                    f"{url}?token={make_token(user, SECRET)}", heartbeat=None
-                                )
-                                await ws.receive()  # connected
-                                sockets[user] = ws
-                                return
-                            except Exception:
-                                await asyncio.sleep(0.2)
-
-                await asyncio.gather(*(open_one(u) for u in users))
+                await asyncio.gather(*(open_one(session, sem, u) for u in users))
                 events.put(("opened", len(sockets)))
             elif op == "close":
                 await asyncio.gather(*(ws.close() for ws in sockets.values()))
                 sockets.clear()
                 events.put(("closed", 0))
             elif op == "drain":
-                expected = command["per_user"]
-
-                async def drain(user: str) -> int:
-                    ws = sockets[user]
-                    got: set[str] = set()
-                    while len(got) < expected:
-                        msg = await ws.receive(timeout=120)
-                        frame = json.loads(msg.data)
-                        if frame.get("type") == "queued_messages":
-                            got.update(m["id"] for m in frame["messages"])
-                            await ws.send_str(
-                                json.dumps({"type": "ack_queued", "upTo": frame["cursor"]})
-                            )
-                    return len(got)
-
                 start = time.monotonic()
-                counts = await asyncio.gather(*(drain(u) for u in users))
+                counts = await asyncio.gather(*(drain(u, command["per_user"]) for u in users))
                 events.put(("drained", sum(counts), time.monotonic() - start))
             elif op == "stop":
                 await session.close()
@@ -123,6 +122,11 @@ class Clients:
         self.command("stop")
         for p in self.procs:
             p.join(10)
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(f"[lifecycle] {message}\n")
+    sys.stderr.flush()
 
 
 def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> float:
@@ -216,7 +220,9 @@ def storm(args: argparse.Namespace, stack: Stack, client: redis.Redis) -> dict[s
             await ws.close()
             return time.monotonic() - start
 
+    progress("filling offline queues")
     fill_seconds = asyncio.run(fill())
+    progress(f"filled in {fill_seconds:.1f}s; waiting for queue depth")
     queued = args.users * args.queued
     _wait(lambda: int(client.get(keys.offline_depth_key()) or 0) >= queued, 120)
     pids = {s.service: s.pid for s in services.values()}
@@ -233,8 +239,10 @@ def storm(args: argparse.Namespace, stack: Stack, client: redis.Redis) -> dict[s
     sampler = threading.Thread(target=sample)
     sampler.start()
     clients = Clients(gateway.ws_url, users)
+    progress("reconnecting everyone")
     start = time.monotonic()
     clients.command("open")
+    progress("connected; draining")
     results = clients.command("drain", per_user=args.queued)
     elapsed = time.monotonic() - start
     stop.set()

@@ -89,14 +89,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         hub.add(conn)
         registered = True
         conn.start()
-        opened = opened_event(hub.gateway_id, conn)
-        # Wait for the event to be durable: presence and offline delivery
-        # depend on it, so a gateway that cannot record it refuses the session.
-        if not await relay.append_and_wait(
-            keys.connection_event_stream(), encode_event(opened), settings.event_stream_maxlen
-        ):
-            conn.close(CLOSE_INTERNAL, "backing store unavailable")
-            return ws
+        # `connected` is queued first: once the event below is in the stream,
+        # delivery may push queued_messages at any moment, and the protocol
+        # promises `connected` as the first frame.
         conn.send_direct(
             encode(
                 Connected(
@@ -107,6 +102,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 )
             )
         )
+        # Wait for the event to be durable: presence and offline delivery
+        # depend on it, so a gateway that cannot record it ends the session.
+        opened = opened_event(hub.gateway_id, conn)
+        if not await relay.append_and_wait(
+            keys.connection_event_stream(), encode_event(opened), settings.event_stream_maxlen
+        ):
+            conn.close(CLOSE_INTERNAL, "backing store unavailable")
+            return ws
         expiry = asyncio.get_running_loop().call_later(
             max(identity.expires_at - time.time(), 0.0),
             conn.close,

@@ -32,6 +32,7 @@ class ChatClient:
         self.connected: Frame = {}
         self._closed = asyncio.Event()
         self._arrived = asyncio.Event()
+        self._first_type: str | None = None
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -54,13 +55,17 @@ class ChatClient:
             raise
         client = cls(session, ws, user)
         client.connected = await client.expect("connected")
+        assert client._first_type == "connected", f"first frame was {client._first_type}"
         return client
 
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    self.frames.append(json.loads(msg.data))
+                    frame = json.loads(msg.data)
+                    if self._first_type is None:
+                        self._first_type = frame.get("type")
+                    self.frames.append(frame)
                     self._arrived.set()
         finally:
             self._closed.set()
