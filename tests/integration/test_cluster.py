@@ -33,7 +33,7 @@ from tests.integration.test_presence import (
 from tests.integration.test_presence import (
     test_typing_reaches_other_members_and_lapses as test_cluster_typing,
 )
-from tests.support.chat import create_conversation, uid
+from tests.support.chat import create_conversation, send_until_acked, uid
 from tests.support.client import ChatClient
 from tests.support.cluster import RedisCluster
 from tests.support.servers import FerretDB
@@ -93,30 +93,6 @@ async def connect(stack: Stack) -> AsyncIterator[Any]:
         await client.close()
 
 
-async def _send_until_acked(client: ChatClient, cid: str, content: str) -> dict[str, Any]:
-    """What a client does: retry with the same clientMessageId until acked."""
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            reply = await client.request(
-                {
-                    "type": "send_message",
-                    "conversationId": cid,
-                    "content": content,
-                    "clientMessageId": content,
-                },
-                "message_ack",
-                timeout=8,
-            )
-            if reply["type"] == "message_ack":
-                return reply["message"]  # type: ignore[no-any-return]
-            assert reply["code"] == "SERVICE_UNAVAILABLE", reply
-        except TimeoutError:
-            pass  # the append or its answer was lost in the failover: retry
-        assert time.monotonic() < deadline, f"{content} never acked"
-        await asyncio.sleep(0.2)
-
-
 async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferretdb, mongo) -> None:
     redis_cluster = RedisCluster(workdir / uid("failover"))
     redis_cluster.start()
@@ -133,7 +109,7 @@ async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferre
         acked: dict[str, dict[str, Any]] = {}
         victim = None
         for i in range(200):
-            message = await _send_until_acked(sender, cid, f"f{i}")
+            message = await send_until_acked(sender, cid, f"f{i}")
             acked[message["id"]] = message
             if i == 60:
                 victim = redis_cluster.masters()[0]
@@ -159,8 +135,12 @@ async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferre
 
 
 async def test_three_gateways_two_of_each_worker_kill_one_of_each(
-    cluster: RedisCluster, ferretdb, workdir: Path, mongo
+    ferretdb, workdir: Path, mongo
 ) -> None:
+    # A cluster of its own: a cluster has no databases to keep the module's
+    # stack from consuming this stack's command streams.
+    cluster = RedisCluster(workdir / uid("multi-cluster"))
+    cluster.start()
     s = cluster_stack(cluster, ferretdb, workdir, uid("multi"))
     try:
         gateways = [s.start("gateway") for _ in range(3)]
@@ -183,7 +163,7 @@ async def test_three_gateways_two_of_each_worker_kill_one_of_each(
         assert typing["userId"] == a and typing["isTyping"] is True
         acked: dict[str, dict[str, Any]] = {}
         for i in range(60):
-            message = await _send_until_acked(clients[a], cid, f"x{i}")
+            message = await send_until_acked(clients[a], cid, f"x{i}")
             acked[message["id"]] = message
             if i == 20:
                 gateways[2].kill9()  # users[2] and users[5] lose their socket
@@ -212,3 +192,4 @@ async def test_three_gateways_two_of_each_worker_kill_one_of_each(
             await c.close()
     finally:
         s.stop()
+        cluster.stop()

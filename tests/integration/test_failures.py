@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from tests.support.chat import create_conversation, uid
+from tests.support.chat import create_conversation, send_until_acked, uid
 from tests.support.client import ChatClient
 from tests.support.servers import FerretDB, RedisServer
 from tests.support.stack import Stack
@@ -138,22 +138,8 @@ async def test_redis_restart_loses_no_acked_message(workdir, ferretdb, mongo) ->
         total, restarted = 300, False
         for i in range(total):
             # A client retries with the same clientMessageId until it is acked.
-            while True:
-                reply = await sender.request(
-                    {
-                        "type": "send_message",
-                        "conversationId": cid,
-                        "content": f"r{i}",
-                        "clientMessageId": f"r{i}",
-                    },
-                    "message_ack",
-                    timeout=30,
-                )
-                if reply["type"] == "message_ack":
-                    acked[reply["message"]["id"]] = reply["message"]
-                    break
-                assert reply["code"] == "SERVICE_UNAVAILABLE", reply
-                await asyncio.sleep(0.2)
+            message = await send_until_acked(sender, cid, f"r{i}")
+            acked[message["id"]] = message
             if i == 100 and not restarted:
                 server.kill9()
                 server.start()  # same port, same AOF directory

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -32,3 +34,31 @@ async def send(
         "message_ack",
     )
     return reply
+
+
+async def send_until_acked(client: ChatClient, cid: str, content: str) -> dict[str, Any]:
+    """What a client does: retry with the same clientMessageId until acked.
+
+    A pushed answer can be lost while Redis restarts or fails over (pub/sub
+    is at-most-once); the retry is answered from the stored message.
+    """
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            reply = await client.request(
+                {
+                    "type": "send_message",
+                    "conversationId": cid,
+                    "content": content,
+                    "clientMessageId": content,
+                },
+                "message_ack",
+                timeout=8,
+            )
+            if reply["type"] == "message_ack":
+                return reply["message"]  # type: ignore[no-any-return]
+            assert reply["code"] == "SERVICE_UNAVAILABLE", reply
+        except TimeoutError:
+            pass  # the append or its answer was lost in the failover: retry
+        assert time.monotonic() < deadline, f"{content} never acked"
+        await asyncio.sleep(0.2)
