@@ -38,4 +38,4 @@ notify:
 	@. scripts/env.sh && $(UV) run python -m shared.notify "$(MESSAGE)" --level "$(or $(LEVEL),info)"
 
 bench:
-	$(UV) run python -m bench
+	$(UV) run --group bench python -m bench

@@ -6,9 +6,11 @@ the message is durable, which on a replica set means on a majority.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.settings import Settings
@@ -54,6 +56,19 @@ async def ensure_indexes(db: MongoDB) -> None:
     await db[READS].create_index(
         [("userId", ASCENDING), ("conversationId", ASCENDING)], name="user_conv"
     )
+
+
+# FerretDB 1.24 (SQLite) never answers an `update` command of 100 or more
+# statements, and holds its write lock meanwhile; MongoDB is indifferent.
+BULK_CHUNK = 64
+
+
+async def bulk_write_chunked(
+    collection: AsyncCollection[dict[str, Any]], ops: Sequence[Any]
+) -> None:
+    """Unordered bulk write in chunks small enough for every supported server."""
+    for start in range(0, len(ops), BULK_CHUNK):
+        await collection.bulk_write(list(ops[start : start + BULK_CHUNK]), ordered=False)
 
 
 async def mongo_ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.mongo import CONVERSATIONS, MESSAGES, READS, MongoDB
+from shared.mongo import CONVERSATIONS, MESSAGES, READS, MongoDB, bulk_write_chunked
 from shared.protocol import Conversation, Message
 
 Doc = dict[str, Any]
@@ -100,12 +100,12 @@ class Store:
         """Move each conversation's lastSeq forward (``$max``: never back)."""
         if not last_seqs:
             return
-        await self.conversations.bulk_write(
+        await bulk_write_chunked(
+            self.conversations,
             [
                 UpdateOne({"_id": cid}, {"$max": {"lastSeq": seq, "lastMessageAt": at}})
                 for cid, seq in last_seqs.items()
             ],
-            ordered=False,
         )
 
     # --- messages ----------------------------------------------------------------
@@ -204,7 +204,8 @@ class Store:
         """A sender has read their own messages: move their markers up (never back)."""
         if not seqs:
             return
-        await self.reads.bulk_write(
+        await bulk_write_chunked(
+            self.reads,
             [
                 UpdateOne(
                     {"_id": f"{cid}:{user}"},
@@ -213,7 +214,6 @@ class Store:
                 )
                 for (cid, user), seq in seqs.items()
             ],
-            ordered=False,
         )
 
     async def read_seqs(self, user_id: str, conversation_ids: list[str]) -> dict[str, int]:

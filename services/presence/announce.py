@@ -24,7 +24,7 @@ from services.presence import metrics
 from services.presence.state import Transition
 from shared import keys
 from shared.logging import get_logger
-from shared.mongo import USERS, MongoDB
+from shared.mongo import USERS, MongoDB, bulk_write_chunked
 from shared.protocol import PresenceUpdate, encode
 from shared.redis_client import RedisClient, publish_command
 from shared.settings import Settings
@@ -103,7 +103,7 @@ class Announcer:
             if not t.online:
                 update["$max"] = {"lastSeen": t.at}
             ops.append(UpdateOne({"_id": t.user_id}, update, upsert=True))
-        await self.users.bulk_write(ops, ordered=False)
+        await bulk_write_chunked(self.users, ops)
         for t in batch:
             if self._pending.get(t.user_id) is t:
                 del self._pending[t.user_id]

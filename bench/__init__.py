@@ -1,0 +1,1 @@
+"""Benchmarks: this project side by side with its peers (see docs/benchmarks.md)."""

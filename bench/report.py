@@ -1,0 +1,569 @@
+"""Render docs/benchmarks.md and docs/benchmarks.png from a results file."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.systems import ROOT
+
+DOC = ROOT / "docs" / "benchmarks.md"
+CHART = ROOT / "docs" / "benchmarks.png"
+BASE = "chat"
+
+WORK_NOTES = {
+    "chat": (
+        "Per message: the gateway validates the frame and XADDs it to a command stream "
+        "partition; the delivery service (partition lease, consumer group) checks membership, "
+        "assigns a gapless seq, **inserts the message into MongoDB (FerretDB) and moves the "
+        "conversation's lastSeq before acking**, then one Redis pipeline carries the "
+        "`message_ack`, one PUBLISH per member (user channels), the recent-history cache "
+        "update and a domain event; XACK last. Members with no live connection get an offline "
+        "queue entry. Presence (connection events, lastSeen in MongoDB) and metrics "
+        "(stream consumer, gauges) run too. Every connection subscribes its user channel and "
+        "writes a connection event."
+    ),
+    "chat-nopersist": (
+        "As above without the MongoDB write per message (`CHAT_PERSISTENCE=off`): seq from a "
+        "Redis counter; streams, partitions, acks, offline queues, presence unchanged."
+    ),
+    "centrifugo": (
+        "Per publication: a Redis Lua script appends to the channel's history stream (we "
+        "enabled history 100 / 5 min and `force_recovery`, so each publication gets an offset, "
+        "Centrifugo's analogue of a seq) and PUBLISHes it; the node delivers it to every "
+        "subscriber **including the publisher** and replies to the publish command. Nothing "
+        "durable beyond the Redis history; no per-user channels, no offline queue (clients "
+        "recover from history on resubscribe); publish permission = channel subscription."
+    ),
+    "socketio": (
+        "Per message: the event handler checks room membership, broadcasts to the room's local "
+        "sockets in-process and SPUBLISHes the packet to Redis for other nodes (none here), "
+        "then calls the ack. **No storage, no seq, no offline delivery, no per-message Redis "
+        "round trip on the delivery path.**"
+    ),
+    "python-socketio": (
+        "Per message: the handler checks room membership and emits through "
+        "`AsyncRedisManager`: the packet is PUBLISHed to Redis and this same process's "
+        "listener receives it back and writes it to the room's sockets; then the ack. "
+        "**No storage, no seq, no offline delivery.**"
+    ),
+}
+
+
+def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}{unit}"
+        return f"{value:.{digits}f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def _ratio(value: Any, base: Any) -> str:
+    if value is None or base in (None, 0) or value == 0:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    r = value / base
+    return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
+
+
+def _lat(step: dict[str, Any] | None, key: str) -> Any:
+    if not step:
+        return None
+    return step.get("latency_ms", {}).get(key)
+
+
+def _ramp_best(ramp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(max sustained step, max step with p99 <= 100 ms), recomputed from the steps."""
+    ok = [
+        s
+        for s in ramp.get("steps", [])
+        if s["complete"] and s["drain_seconds"] <= 1.0 and s["latency_ms"]["p99"] <= 1000
+    ]
+    fast = [s for s in ok if s["latency_ms"]["p99"] <= 100]
+    best = max(ok, key=lambda s: s["deliveries_per_s"], default={})
+    best_fast = max(fast, key=lambda s: s["deliveries_per_s"], default={})
+    return best, best_fast
+
+
+def _systems(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return list(results["systems"].items())
+
+
+def _label(entry: dict[str, Any]) -> str:
+    return str(entry["system"]["label"])
+
+
+def _latest_profiles() -> list[dict[str, Any]]:
+    """The newest profile of each system (chat, chat-nopersist)."""
+    found = []
+    for system in ("chat", "chat-nopersist"):
+        files = sorted(glob.glob(str(ROOT / "bench" / "results" / f"profile-{system}-2*.json")))
+        if files:
+            found.append(dict(json.loads(Path(files[-1]).read_text()), file=Path(files[-1]).name))
+    return found
+
+
+def render(results: dict[str, Any], doc: Path = DOC, chart: Path = CHART) -> None:
+    chart_ok = _chart(results, chart)
+    doc.write_text(_markdown(results, chart.name if chart_ok else None))
+
+
+# --- markdown --------------------------------------------------------------------------------
+
+
+def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
+    m = results["machine"]
+    sizes = results["sizes"]
+    pin = results["pinning"]
+    systems = _systems(results)
+    base = results["systems"].get(BASE, {})
+    lines: list[str] = []
+    add = lines.append
+    add("# Benchmarks: this project side by side with its peers")
+    add("")
+    add(
+        "<!-- Generated by `python -m bench` (bench/report.py) from "
+        f"bench/results/run-{results['started']}….json; re-render with "
+        "`python -m bench --report FILE`. -->"
+    )
+    add("")
+    add(
+        "The same chat workload on this project and on the peers a team would otherwise pick: "
+        "**Centrifugo v6** (Go, Redis engine), **Socket.IO 4** (Node.js, Redis adapter) and "
+        "**python-socketio 5** (aiohttp, `AsyncRedisManager`). Rooms/channels stand in for "
+        "conversations. Each system runs on 127.0.0.1 with a fresh redis-server of its own "
+        "(and, for this project, FerretDB and its four services)."
+    )
+    add("")
+    add("## How to run")
+    add("")
+    add("```sh")
+    add("make bench                                   # = uv run python -m bench (full, ~9 min)")
+    add("uv run python -m bench --quick               # smoke run, small sizes (~3 min)")
+    add("uv run python -m bench --systems chat,centrifugo --scenarios fanout,ramp")
+    add("uv run python -m bench --idle 20000          # more idle connections")
+    add("uv run python -m bench --profile             # py-spy on gateway + delivery under fan-out")
+    add("uv run python -m bench --report bench/results/run-….json   # re-render this page")
+    add("```")
+    add("")
+    add(
+        "`bench/install_peers.sh` (run by the bench when something is missing) installs "
+        "Centrifugo with `go install github.com/centrifugal/centrifugo/v6@v6.9.1` and the "
+        "Socket.IO server with `npm ci` in `bench/peers/socketio/`. The Python side needs the "
+        "`bench` dependency group (picows, python-socketio, matplotlib, py-spy; without it: "
+        "`uv run --with picows --with python-socketio --with matplotlib --with py-spy python "
+        "-m bench`). Raw results go to `bench/results/` (not committed). "
+        "`--merge FILE --systems NAME` re-runs one system into an earlier results file."
+    )
+    add("")
+    add("## Setup")
+    add("")
+    add("| | |")
+    add("|---|---|")
+    add(f"| machine | {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']} |")
+    if pin["server_cpus"] is not None:
+        add(
+            f"| CPU pinning | servers (all their processes, Redis included) on CPU "
+            f"{','.join(map(str, pin['server_cpus']))}; load generator on CPU "
+            f"{','.join(map(str, pin['loadgen_cpus']))} |"
+        )
+    else:
+        add("| CPU pinning | none |")
+    add(
+        f"| load generator | {pin['loadgen_workers']} processes, {m['loadgen_client']}; "
+        "open-loop sends at a fixed rate; every message carries its send time |"
+    )
+    add(
+        f"| run | {results['mode']}, {results.get('seconds', '?')} s, "
+        f"started {results['started']} |"
+    )
+    add(
+        f"| fan-out | {sizes['clients']:,} clients in rooms of {sizes['room_size']}; fixed "
+        f"{sizes['fixed_rate']:g} msg/s for {sizes['fixed_seconds']:g} s "
+        f"({sizes['fixed_rate'] * (sizes['room_size'] - 1):,.0f} deliveries/s) |"
+    )
+    add(
+        f"| one-to-one | {sizes['pairs']:,} pairs of the same clients, {sizes['one2one_rate']:g} "
+        f"msg/s for {sizes['one2one_seconds']:g} s |"
+    )
+    add(
+        f"| ramp | fan-out topology, steps of {sizes['ramp_seconds']:g} s at "
+        f"{', '.join(f'{r:g}' for r in sizes['ramp_rates'])} msg/s (stops at the first "
+        "step that is not sustained) |"
+    )
+    add(f"| idle | {sizes['idle']:,} connections to the one connection-holding process |")
+    add(f"| message | {sizes['pad']} characters of content |")
+    add("")
+    add("Versions:")
+    add("")
+    for _name, entry in systems:
+        versions = ", ".join(f"{k} {v}" for k, v in entry["system"]["versions"].items())
+        add(f"- **{_label(entry)}**: {versions}")
+    add("")
+    add(
+        "Measured: server CPU from `/proc/<pid>/stat` (utime+stime of every process of the "
+        "system, Redis and FerretDB included) over each step; RSS from `/proc/<pid>/statm`; "
+        "latency from the send timestamp in the content to its receipt at the other client "
+        "(same clock); the load generator's own CPU per step. A step is *sustained* when at "
+        "least 99 % of the expected deliveries arrived, the last one within 1 s after "
+        "sending stopped, and p99 stayed under 1 s."
+    )
+    add("")
+    if chart_name:
+        add(f"![benchmarks]({chart_name})")
+        add("")
+
+    # (a) fan-out fixed
+    add("## (a) Fan-out at a fixed rate")
+    add("")
+    add(
+        "| system | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU-s per 1k deliveries | "
+        "x this project | server CPU % | RSS MiB (all processes) | load generator CPU % "
+        "(sending) |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    base_fan = base.get("fanout") or {}
+    for _name, entry in systems:
+        f = entry.get("fanout")
+        if not f:
+            add(f"| {_label(entry)} | {_why_missing(entry, 'traffic')} |||||||||")
+            continue
+        add(
+            f"| {_label(entry)} | {_fmt(f['deliveries_per_s'])} | {_fmt(_lat(f, 'p50'), 2)} | "
+            f"{_fmt(_lat(f, 'p99'), 2)} | {_fmt(_lat(f, 'p99.9'), 2)} | "
+            f"{_fmt(f['cpu_per_1k_deliveries'], 3)} | "
+            f"{_ratio(f['cpu_per_1k_deliveries'], base_fan.get('cpu_per_1k_deliveries'))} | "
+            f"{_fmt(100 * f['server_cpu_util'], 0)} | {_fmt(f['server_rss_total'] / 2**20, 0)} | "
+            f"{_fmt(100 * f.get('loadgen_send_share', f['loadgen_cpu_share']), 0)} |"
+            + (f" ⚠ {f['errors']} errors" if f.get("errors") else "")
+        )
+    add("")
+    if base_fan.get("server_cpu"):
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in base_fan["server_cpu"].items())
+        add(f"This project's CPU-seconds by process in this step: {parts}.")
+        add("")
+
+    # (b) one-to-one
+    add("## (b) One-to-one chat at a fixed rate: end-to-end latency")
+    add("")
+    add(
+        "| system | messages | delivered | p50 ms | p90 ms | p99 ms | p99.9 ms | "
+        "sender ack p50 / p99 ms | "
+        "server CPU-s per 1k messages | x this project |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    base_one = base.get("one2one") or {}
+    for _name, entry in systems:
+        o = entry.get("one2one")
+        if not o:
+            add(f"| {_label(entry)} | {_why_missing(entry, 'traffic')} |||||||||")
+            continue
+        ack = o.get("ack_latency_ms", {})
+        add(
+            f"| {_label(entry)} | {o['sent']:,} | {o['delivered']:,} | {_fmt(_lat(o, 'p50'), 2)} | "
+            f"{_fmt(_lat(o, 'p90'), 2)} | {_fmt(_lat(o, 'p99'), 2)} | "
+            f"{_fmt(_lat(o, 'p99.9'), 2)} | "
+            f"{_fmt(ack.get('p50'), 2)} / {_fmt(ack.get('p99'), 2)} | "
+            f"{_fmt(o['cpu_per_1k_deliveries'], 3)} | "
+            f"{_ratio(o['cpu_per_1k_deliveries'], base_one.get('cpu_per_1k_deliveries'))} |"
+            + (f" ⚠ {o['errors']} errors" if o.get("errors") else "")
+        )
+    add("")
+    add(
+        "The sender's acknowledgement is `message_ack` here (after the MongoDB write), the "
+        "publish reply for Centrifugo, the ack callback for Socket.IO."
+    )
+    add("")
+
+    # (d) saturation
+    add("## (d) Saturation: highest delivery rate")
+    add("")
+    add(
+        "| system | max sustained deliveries/s | its p99 ms | max with p99 ≤ 100 ms | its p99 ms | "
+        "x this project (p99 ≤ 100 ms) | CPU-s per 1k at that step | ramp stopped by |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    base_fast = _ramp_best(base["ramp"])[1] if base.get("ramp") else {}
+    for _name, entry in systems:
+        r = entry.get("ramp")
+        if not r:
+            add(f"| {_label(entry)} | {_why_missing(entry, 'traffic')} |||||||")
+            continue
+        best, fast = _ramp_best(r)
+        bound = (
+            " (≥; load generator bound)"
+            if r.get("limited_by_loadgen")
+            else " (≥; the ramp ended)"
+            if r.get("stopped_by") == "end of ramp"
+            else ""
+        )
+        add(
+            f"| {_label(entry)} | {_fmt(best.get('deliveries_per_s'))}{bound} | "
+            f"{_fmt(_lat(best, 'p99'), 1)} | {_fmt(fast.get('deliveries_per_s'))} | "
+            f"{_fmt(_lat(fast, 'p99'), 1)} | "
+            f"{_ratio(fast.get('deliveries_per_s'), base_fast.get('deliveries_per_s'))} | "
+            f"{_fmt(fast.get('cpu_per_1k_deliveries'), 3)} | {r.get('stopped_by')} |"
+        )
+    add("")
+    add("<details><summary>every ramp step</summary>")
+    add("")
+    add(
+        "| system | offered msg/s | deliveries/s | delivered / expected | p50 ms | p99 ms | "
+        "server CPU % | load generator CPU % (sending) |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    for _name, entry in systems:
+        for step in (entry.get("ramp") or {}).get("steps", []):
+            add(
+                f"| {_label(entry)} | {step['offered_rate']:g} | "
+                f"{_fmt(step['deliveries_per_s'])} | "
+                f"{step['delivered']:,} / {step['expected']:,} | {_fmt(_lat(step, 'p50'), 1)} | "
+                f"{_fmt(_lat(step, 'p99'), 1)} | {_fmt(100 * step['server_cpu_util'], 0)} | "
+                f"{_fmt(100 * step.get('loadgen_send_share', step['loadgen_cpu_share']), 0)} |"
+            )
+    add("")
+    add("</details>")
+    add("")
+
+    # (c) idle
+    add("## (c) Idle connections")
+    add("")
+    add(
+        "| system | connections | connect time s | RSS per connection, connection process | "
+        "RSS per connection, all processes | x this project | CPU while idle (s over "
+        f"{sizes['idle_seconds']:g} s) |"
+    )
+    add("|---|---|---|---|---|---|---|")
+    base_idle = base.get("idle") or {}
+    for _name, entry in systems:
+        i = entry.get("idle")
+        if not i:
+            add(f"| {_label(entry)} | {_why_missing(entry, 'idle')} ||||||")
+            continue
+        add(
+            f"| {_label(entry)} | {i['connections']:,} / {i['requested']:,} | "
+            f"{_fmt(i['connect_seconds'], 1)} | {_fmt(i['main_rss_per_conn'] / 1024, 1)} KiB "
+            f"({i['main_process']}) | {_fmt(i['total_rss_per_conn'] / 1024, 1)} KiB | "
+            f"{_ratio(i['main_rss_per_conn'], base_idle.get('main_rss_per_conn'))} | "
+            f"{_fmt(i['idle_cpu_s'], 2)} |"
+        )
+    add("")
+    if base_idle.get("idle_cpu"):
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in base_idle["idle_cpu"].items())
+        connect = ", ".join(f"{k} {v:.2f}" for k, v in base_idle.get("connect_cpu", {}).items())
+        add(
+            f"This project while connecting ({base_idle['connections']:,}): CPU-s {connect}; "
+            f"in the idle window after: {parts}."
+        )
+        add("")
+
+    # notes
+    add("## What each system does per message")
+    add("")
+    for name, entry in systems:
+        note = WORK_NOTES.get(name, entry["system"].get("notes", ""))
+        add(f"- **{_label(entry)}**: {note}")
+        if entry.get("skipped"):
+            add(f"  *Not run*: {entry['skipped']}.")
+    add("")
+    add(
+        "So the peers do strictly less per message: none of them stores the message durably "
+        "before acknowledging it, and Socket.IO does not touch Redis on the local delivery "
+        "path at all. The `CHAT_PERSISTENCE=off` row, when present, is the like-for-like one."
+    )
+    add("")
+    add("## Caveats")
+    add("")
+    add(
+        "- Two cores only: the servers get one, the load generator the other, so "
+        "*saturation* is per core. This project's six processes share that core; a peer "
+        "that is a single process loses nothing by it. CPU-seconds per 1,000 deliveries "
+        "does not depend on the pinning."
+    )
+    add(
+        "- *≥; load generator bound*: the load generator's core was ≥ 85 % busy while "
+        "sending, so the peer's real limit is higher than the number shown. *≥; the ramp "
+        "ended*: the peer sustained the top step. Elsewhere the load generator's CPU column "
+        "shows it had room: the limit measured is the server's."
+    )
+    add(
+        "- The machine is shared with other work; numbers move by some percent between "
+        "runs. Compare within one run."
+    )
+    add(
+        "- This project's FerretDB (SQLite backend) setup: presence runs with "
+        "`CHAT_BATCH_SIZE=99` because FerretDB 1.24 does not answer an `update` command of "
+        "100 or more statements (see the notes below)."
+    )
+    add("")
+    add("## Notes on this project's storage path (FerretDB 1.24, SQLite backend)")
+    add("")
+    add(
+        "Found while building this benchmark, measured with pymongo against a fresh FerretDB "
+        "1.24.2 on this machine:"
+    )
+    add("")
+    add(
+        "- **An `update` by `_id` scans the whole collection**: `update_one({'_id': …})` costs "
+        "2.2 ms with 100 documents in the collection, 3.2 ms with 1,000 and 11.3 ms with "
+        "5,000, while `find_one` by `_id` stays at 0.8 ms. The send path issues two update "
+        "commands per batch (`conversations.lastSeq`, and the sender's read marker in "
+        "`reads`), presence one (`users.lastSeen`): their cost grows with the number of "
+        "conversations, readers and users, not with the traffic. That is why FerretDB "
+        "takes most of this project's CPU above, and why one-to-one (one batch per message, "
+        "600 conversations in the database) costs ~10x more per delivery than fan-out."
+    )
+    add(
+        "- **An `update` command of 100 or more statements never returns** (99 is fine) and "
+        "holds SQLite's write lock meanwhile, so every other write stalls until the client "
+        "times out (`SERVICE_UNAVAILABLE` for senders). Callers that can reach 100: presence "
+        "`users.lastSeen` (one statement per transition of a stream batch, up to "
+        "`CHAT_BATCH_SIZE`=200; the bench runs presence with 99), `advance_last_seq` (one per "
+        "distinct conversation in a batch) and `mark_own_messages_read` (one per distinct "
+        "conversation and sender). Splitting bulk writes into chunks of at most 99 avoids it."
+    )
+    add(
+        "- On a real MongoDB both are index lookups; the numbers above are this project on "
+        "FerretDB/SQLite, as `make run` starts it."
+    )
+    add("")
+    profiles = _latest_profiles()
+    if profiles:
+        add("## Where this project spends its CPU (py-spy)")
+        add("")
+        for profile in profiles:
+            add(_profile_section(profile))
+    return "\n".join(lines) + "\n"
+
+
+def _why_missing(entry: dict[str, Any], phase: str) -> str:
+    if entry.get("skipped"):
+        return "not run (see notes)"
+    err = (entry.get("errors") or {}).get(phase)
+    return f"failed: {err[:80]}" if err else "not run"
+
+
+def _profile_section(profile: dict[str, Any]) -> str:
+    system = profile.get("system", "chat")
+    title = "this project" if system == "chat" else "this project with CHAT_PERSISTENCE=off"
+    lines = [f"### {title}", ""]
+    load = profile.get("load", {})
+    lines.append(
+        f"`python -m bench --profile --profile-system {system}"
+        + (" --no-pin" if profile.get("server_cpus") is None else "")
+        + (f" --profile-rate {profile['rate']:g}" if profile.get("rate") else "")
+        + f"`: fan-out at {profile['rate']:g} msg/s for "
+        f"{profile['seconds']:g} s, `py-spy record --nonblocking --rate 200` on the gateway, "
+        f"delivery and metrics processes ({profile['file']}). Percentages are of each "
+        "process's busy samples; *self* = in the function's own code, *total* = anywhere on "
+        "the stack. "
+        "Time in C code without Python frames (uvloop's I/O, socket writes) shows as the "
+        "nearest Python caller (`run_app` for the event loop itself)."
+        + (
+            " Servers were not pinned (`--no-pin`): on one shared core a process preempted "
+            "right after waking Redis in a socket write would be sampled in that write."
+            if profile.get("server_cpus") is None
+            else ""
+        )
+    )
+    lines.append("")
+    if load.get("server_cpu"):
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in load["server_cpu"].items())
+        lines.append(f"Server CPU-seconds by process during the profiled load: {parts}.")
+        lines.append("")
+    for name in ("gateway", "delivery", "metrics"):
+        s = profile.get(name)
+        if not s:
+            continue
+        lines.append(f"**{name}** ({s['samples']} samples, busy {s['busy_share']:.0%} of the time)")
+        lines.append("")
+        lines.append("| self % | function | | total % | function |")
+        lines.append("|---|---|---|---|---|")
+        for a, b in zip(s["self"][:12], s["total"][:12], strict=False):
+            lines.append(
+                f"| {a['percent']} | `{a['function']}` | | {b['percent']} | `{b['function']}` |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- chart -------------------------------------------------------------------------------------
+
+
+def _chart(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = [(n, e) for n, e in _systems(results) if not e.get("skipped")]
+    labels = [n for n, _ in systems]
+    colors = ["#d62728" if n.startswith("chat") else "#1f77b4" for n in labels]
+
+    def values(fn: Any) -> list[float]:
+        out = []
+        for _, e in systems:
+            try:
+                v = fn(e)
+            except (KeyError, TypeError):
+                v = None
+            out.append(float(v) if v is not None else 0.0)
+        return out
+
+    panels = [
+        (
+            "server CPU-s per 1,000 deliveries\n(fan-out, fixed rate; lower is better)",
+            values(lambda e: e["fanout"]["cpu_per_1k_deliveries"]),
+            True,
+        ),
+        (
+            "max deliveries/s with p99 ≤ 100 ms\n(one server core; higher is better)",
+            values(lambda e: _ramp_best(e["ramp"])[1].get("deliveries_per_s")),
+            True,
+        ),
+        (
+            "one-to-one latency p99, ms\n(fixed rate; lower is better)",
+            values(lambda e: e["one2one"]["latency_ms"]["p99"]),
+            True,
+        ),
+        (
+            "RSS per idle connection, KiB\n(connection process; lower is better)",
+            values(lambda e: e["idle"]["main_rss_per_conn"] / 1024),
+            False,
+        ),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, (title, vals, log) in zip(axes.flat, panels, strict=True):
+        bars = ax.bar(labels, vals, color=colors)
+        ax.set_title(title, fontsize=10)
+        if log and any(v > 0 for v in vals):
+            ax.set_yscale("log")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        for bar, v in zip(bars, vals, strict=True):
+            if v > 0:
+                ax.annotate(
+                    f"{v:.3g}",
+                    (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+    fig.suptitle(
+        f"chat-realtime vs peers ({results['mode']} run {results['started']}, "
+        f"{results['machine']['cores']} cores)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
