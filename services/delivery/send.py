@@ -119,11 +119,6 @@ class SendFlow:
                 assert item.message is not None
                 last_seqs[item.message.conversation_id] = item.message.seq
             await self.store.advance_last_seq(last_seqs, now)
-            own: dict[tuple[str, str], int] = {}
-            for item in fresh:
-                assert item.message is not None
-                own[(item.message.conversation_id, item.message.sender_id)] = item.message.seq
-            await self.store.mark_own_messages_read(own)
         else:
             await self._number_only(pending)
 

@@ -200,22 +200,6 @@ class Store:
             return await self.advance_read(conversation_id, user_id, seq, message_id)
         return True
 
-    async def mark_own_messages_read(self, seqs: dict[tuple[str, str], int]) -> None:
-        """A sender has read their own messages: move their markers up (never back)."""
-        if not seqs:
-            return
-        await bulk_write_chunked(
-            self.reads,
-            [
-                UpdateOne(
-                    {"_id": f"{cid}:{user}"},
-                    {"$max": {"seq": seq}, "$set": {"conversationId": cid, "userId": user}},
-                    upsert=True,
-                )
-                for (cid, user), seq in seqs.items()
-            ],
-        )
-
     async def read_seqs(self, user_id: str, conversation_ids: list[str]) -> dict[str, int]:
         docs = await asyncio.gather(
             *(self.reads.find_one({"_id": f"{cid}:{user_id}"}) for cid in conversation_ids)

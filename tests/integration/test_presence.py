@@ -129,12 +129,19 @@ async def test_gateway_kill9_takes_its_users_offline(fresh_stack, redis_server) 
         assert await _eventually(lambda: _equals(online_count, len(both)), timeout=12)
         elapsed = time.monotonic() - killed
         assert elapsed < 6.5, elapsed
-        offline = {
-            f["userId"]
-            for f in watcher.frames
-            if f.get("type") == "presence_update" and f["status"] == "offline"
-        }
-        assert offline == set(users) - set(both)
+
+        def offline_updates() -> set[str]:
+            return {
+                f["userId"]
+                for f in watcher.frames
+                if f.get("type") == "presence_update" and f["status"] == "offline"
+            }
+
+        # The state changes first, the updates are published right after it.
+        async def all_announced() -> bool:
+            return offline_updates() == set(users) - set(both)
+
+        assert await _eventually(all_announced, timeout=5)
         state = await _status(watcher, *users)
         assert {u for u, s in state.items() if s["status"] == "online"} == set(both)
     finally:
