@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.mongo import CONVERSATIONS, MESSAGES, READS, MongoDB, bulk_write_chunked
+from shared.mongo import BULK_CHUNK, CONVERSATIONS, MESSAGES, READS, MongoDB, bulk_write_chunked
 from shared.protocol import Conversation, Message
 
 Doc = dict[str, Any]
@@ -112,13 +112,18 @@ class Store:
 
     async def insert_messages(self, docs: list[Doc]) -> tuple[int, BulkWriteError | None]:
         """Insert in order; returns how many went in and the error that stopped it."""
-        if not docs:
-            return 0, None
-        try:
-            await self.messages.insert_many(docs, ordered=True)
-        except BulkWriteError as exc:
-            return int(exc.details.get("nInserted", 0)), exc
-        return len(docs), None
+        # In chunks: FerretDB 1.24 stops answering large write commands. The
+        # chunks go in order and stop at the first error, as one ordered
+        # insert would.
+        inserted = 0
+        for start in range(0, len(docs), BULK_CHUNK):
+            chunk = docs[start : start + BULK_CHUNK]
+            try:
+                await self.messages.insert_many(chunk, ordered=True)
+            except BulkWriteError as exc:
+                return inserted + int(exc.details.get("nInserted", 0)), exc
+            inserted += len(chunk)
+        return inserted, None
 
     async def message_by_id(self, message_id: str) -> Message | None:
         doc = await self.messages.find_one({"_id": message_id})
