@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -35,8 +34,11 @@ class ConnectionEvents:
                 events.append(decode_conn_event(body))
             except msgspec.DecodeError:
                 log.error("undecodable connection event dropped")
-        # An open from a gateway already declared dead must not resurrect its
-        # connection (the sweep has run or will): treat it as closed.
+        # An open from a gateway that is not registered at all (swept as dead,
+        # or its entry lost) must not resurrect its connection: if the gateway
+        # is alive after all, its next liveness refresh re-creates the entry
+        # and it announces every connection again. A gateway whose deadline
+        # merely lapsed is still registered: the sweep decides about it.
         alive = await self._alive_gateways({e.gateway_id for e in events})
         # Events of one user are applied in order; different users concurrently,
         # so a batch costs a few round trips, not two per event.
@@ -52,10 +54,7 @@ class ConnectionEvents:
             if isinstance(event, ConnOpened):
                 metrics.EVENTS.labels(kind="open").inc()
                 if event.gateway_id not in alive:
-                    await self.state.close(
-                        event.user_id, event.connection_id, event.gateway_id, event.at
-                    )
-                    continue
+                    continue  # no tombstone: a re-announce must be able to open it
                 if await self.state.open(event.user_id, event.connection_id, event.gateway_id):
                     transitions.append(Transition(event.user_id, True, event.at, event.user_name))
             else:
@@ -67,9 +66,9 @@ class ConnectionEvents:
         return transitions
 
     async def _alive_gateways(self, gateway_ids: set[str]) -> set[str]:
+        """The gateways that are registered (whatever their deadline)."""
         if not gateway_ids:
             return set()
         ordered = sorted(gateway_ids)
         scores = await self.redis.zmscore(keys.gateways_key(), ordered)
-        now = time.time() * 1000
-        return {g for g, s in zip(ordered, scores, strict=True) if s is not None and s > now}
+        return {g for g, s in zip(ordered, scores, strict=True) if s is not None}
