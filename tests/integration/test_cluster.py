@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,21 +76,6 @@ def stack(cluster: RedisCluster, ferretdb: FerretDB, workdir: Path) -> Iterator[
     s.start_all()
     yield s
     s.stop()
-
-
-@pytest.fixture
-async def connect(stack: Stack) -> AsyncIterator[Any]:
-    clients: list[ChatClient] = []
-    gateway = next(s for s in stack.services if s.service == "gateway")
-
-    async def _connect(user: str, **kwargs: Any) -> ChatClient:
-        client = await ChatClient.connect(gateway.ws_url, user, **kwargs)
-        clients.append(client)
-        return client
-
-    yield _connect
-    for client in clients:
-        await client.close()
 
 
 async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferretdb, mongo) -> None:

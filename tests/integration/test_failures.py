@@ -6,19 +6,11 @@ import asyncio
 import time
 from typing import Any
 
-from tests.support.chat import create_conversation, send_until_acked, uid
+from tests.support.chat import create_conversation, send_until_acked, uid, until
 from tests.support.client import ChatClient
 from tests.support.servers import FerretDB, RedisServer
 from tests.support.stack import Stack
 from tests.support.sync import drain_queue, last_seqs, messages_in, sync
-
-
-async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def _answers(client: ChatClient) -> dict[str, dict[str, Any]]:
@@ -57,10 +49,10 @@ async def test_kill9_delivery_with_offline_members(fresh_stack, mongo) -> None:
                     "requestId": f"q{i}",
                 }
             )
-        await _until(lambda: len(_answers(sender)) >= 400, 30)
+        await until(lambda: len(_answers(sender)) >= 400, 30)
         delivery.kill9()
         fresh_stack.restart(delivery)
-        await _until(lambda: len(_answers(sender)) >= total, 90)
+        await until(lambda: len(_answers(sender)) >= total, 90)
         answers = _answers(sender)
         errors = [a for a in answers.values() if a["type"] == "error"]
         assert not errors, errors[:3]
@@ -106,7 +98,7 @@ async def test_kill9_gateway_while_pushing_then_sync_closes_the_gap(fresh_stack)
             )
             if i == 150:
                 gw_a.kill9()
-        await _until(lambda: len(_answers(sender)) >= total, 60)
+        await until(lambda: len(_answers(sender)) >= total, 60)
         assert all(a["type"] == "message_ack" for a in _answers(sender).values())
         seen = messages_in(bob_a.frames)
         # Bob reconnects through the surviving gateway and closes the gap.

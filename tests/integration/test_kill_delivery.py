@@ -6,7 +6,7 @@ import asyncio
 import sys
 import time
 
-from tests.support.chat import create_conversation, uid
+from tests.support.chat import create_conversation, uid, until
 from tests.support.client import ChatClient
 
 BURST = 2000
@@ -40,12 +40,12 @@ async def test_kill9_delivery_during_burst(fresh_stack, mongo) -> None:
             )
 
         # Kill delivery once part of the burst is acked, then bring up a new one.
-        await _until(lambda: replies() >= 300, 30)
+        await until(lambda: replies() >= 300, 30)
         delivery.kill9()
         killed_at = replies()
         await asyncio.sleep(0.2)  # let in-flight entries pile up behind the dead consumer
         fresh_stack.restart(delivery)
-        await _until(lambda: replies() >= BURST, 90)
+        await until(lambda: replies() >= BURST, 90)
         elapsed = time.monotonic() - start
 
         acks = {
@@ -71,7 +71,7 @@ async def test_kill9_delivery_during_burst(fresh_stack, mongo) -> None:
         assert seqs == list(range(1, len(stored) + 1))
         assert len({d["clientMessageId"] for d in stored}) == len(stored) == BURST
         # The receiver saw every message live (deduped by id).
-        await _until(
+        await until(
             lambda: (
                 len({f["message"]["id"] for f in receiver.frames if f.get("type") == "message"})
                 >= BURST
@@ -85,11 +85,3 @@ async def test_kill9_delivery_during_burst(fresh_stack, mongo) -> None:
     finally:
         await sender.close()
         await receiver.close()
-
-
-async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)

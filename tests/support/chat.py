@@ -62,3 +62,12 @@ async def send_until_acked(client: ChatClient, cid: str, content: str) -> dict[s
             pass  # the append or its answer was lost in the failover: retry
         assert time.monotonic() < deadline, f"{content} never acked"
         await asyncio.sleep(0.2)
+
+
+async def until(predicate: Any, timeout: float) -> None:
+    """Poll ``predicate`` (a plain function) until true, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
