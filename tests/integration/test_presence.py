@@ -65,10 +65,15 @@ async def test_watchers_get_only_watched_users_and_unsubscribe_stops(connect) ->
     await connect(other)
     w = await connect(watched)
     assert (await watcher.expect("presence_update"))["userId"] == watched
+    # A second watcher keeps the gateway's subscription alive, and tells us
+    # when the offline update has been delivered.
+    control = await connect(uid("control"))
+    await _status(control, watched)
     await watcher.send({"type": "unsubscribe_presence", "userIds": [watched]})
     assert (await watcher.request({"type": "ping"}, "pong"))["type"] == "pong"
     await w.close()
-    await asyncio.sleep(0.5)
+    await control.expect("presence_update", userId=watched, status="offline")
+    assert (await watcher.request({"type": "ping"}, "pong"))["type"] == "pong"
     assert not [f for f in watcher.frames if f.get("type") == "presence_update"], watcher.frames
 
 
