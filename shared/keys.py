@@ -46,10 +46,16 @@ STREAM_FIELD = b"d"
 
 # --- pub/sub channels ----------------------------------------------------------
 
+# Prefixes shared by the writers (below) and the gateway's router, which
+# tells channels apart by them.
+USER_CHANNEL_PREFIX = "user:"
+PRESENCE_CHANNEL_PREFIX = "presence:"
+SYSTEM_CHANNEL_PREFIX = "system:"
+
 
 def user_channel(user_id: str) -> str:
     """Every device of ``user_id``: messages, receipts, typing, conversations."""
-    return f"user:{user_id}"
+    return USER_CHANNEL_PREFIX + user_id
 
 
 def gateway_channel(gateway_id: str) -> str:
@@ -59,11 +65,11 @@ def gateway_channel(gateway_id: str) -> str:
 
 def presence_channel(user_id: str) -> str:
     """Presence transitions of one user, for the gateways that watch them."""
-    return f"presence:{user_id}"
+    return PRESENCE_CHANNEL_PREFIX + user_id
 
 
-SYSTEM_NOTIFICATIONS = "system:notifications"
-SYSTEM_MAINTENANCE = "system:maintenance"
+SYSTEM_NOTIFICATIONS = SYSTEM_CHANNEL_PREFIX + "notifications"
+SYSTEM_MAINTENANCE = SYSTEM_CHANNEL_PREFIX + "maintenance"
 SYSTEM_CHANNELS = (SYSTEM_NOTIFICATIONS, SYSTEM_MAINTENANCE)
 
 # jti of a revoked token: every gateway closes the connections that used it.

@@ -24,6 +24,9 @@ from shared.redis_client import RedisClient
 log = get_logger(__name__)
 
 REVOCATIONS = keys.REVOCATIONS.encode()
+USER_PREFIX = keys.USER_CHANNEL_PREFIX.encode()
+PRESENCE_PREFIX = keys.PRESENCE_CHANNEL_PREFIX.encode()
+SYSTEM_PREFIX = keys.SYSTEM_CHANNEL_PREFIX.encode()
 
 # Label children resolved once: these are on the per-push path.
 PUSHES_USER = metrics.PUSHES.labels(channel="user")
@@ -146,9 +149,9 @@ class Hub:
     # --- routing -------------------------------------------------------------------
 
     def _route(self, channel: bytes, data: bytes) -> None:
-        if channel.startswith(b"user:"):
+        if channel.startswith(USER_PREFIX):
             PUSHES_USER.inc()
-            devices = self.by_user.get(channel[5:].decode())
+            devices = self.by_user.get(channel[len(USER_PREFIX) :].decode())
             if devices:
                 push = decode_push(data)
                 if push.accepted_at is not None:
@@ -170,14 +173,14 @@ class Hub:
                     )
                 target.send(push.frame)
                 FRAMES_OUT_REPLY.inc()
-        elif channel.startswith(b"presence:"):
+        elif channel.startswith(PRESENCE_PREFIX):
             PUSHES_PRESENCE.inc()
-            watchers = self.watchers.get(channel[9:].decode())
+            watchers = self.watchers.get(channel[len(PRESENCE_PREFIX) :].decode())
             if watchers:
                 for conn in list(watchers.values()):
                     conn.send(data)
                 FRAMES_OUT_PRESENCE.inc(len(watchers))
-        elif channel.startswith(b"system:"):
+        elif channel.startswith(SYSTEM_PREFIX):
             PUSHES_SYSTEM.inc()
             self.broadcast(data)
         elif channel == REVOCATIONS:
