@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared import keys
@@ -93,6 +92,3 @@ async def deep_redis_check(client: RedisClient, settings: Settings) -> dict[str,
     ):
         status = "degraded"
     return {"status": status, **details}
-
-
-ReadinessCheck = Callable[[], Awaitable[bool]]

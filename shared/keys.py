@@ -144,11 +144,6 @@ def seq_counter_key(conversation_id: str) -> str:
     return f"seq:{{conv:{conversation_id}}}"
 
 
-def typing_key(conversation_id: str) -> str:
-    """Sorted set userId -> expiry (ms) of who is typing in a conversation."""
-    return f"typing:{{conv:{conversation_id}}}"
-
-
 # --- keys: gateways, leases -----------------------------------------------------------
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
+from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from shared import keys
@@ -22,6 +24,34 @@ from shared.redis_client import REDIS_ERRORS, RedisClient
 log = get_logger(__name__)
 
 Entry = tuple[bytes, bytes]  # (stream entry id, msgpack body)
+T = TypeVar("T")
+
+UNDECODABLE = Counter(
+    "chat_stream_undecodable_entries_total",
+    "Stream entries skipped because their body could not be decoded",
+    ["stream"],
+)
+
+
+def decode_entries(
+    stream: str, entries: Sequence[Entry], decode: Callable[[bytes], T]
+) -> list[tuple[bytes, T]]:
+    """Decode every entry; one that cannot be read is logged, counted and skipped.
+
+    Only our own services write these streams, so an unreadable body is a
+    bug (or a version skew), not client input: retrying it would block the
+    stream forever, and it is made visible instead of silently dropped.
+    """
+    decoded: list[tuple[bytes, T]] = []
+    for entry_id, body in entries:
+        try:
+            decoded.append((entry_id, decode(body)))
+        except msgspec.DecodeError:
+            UNDECODABLE.labels(stream=stream).inc()
+            log.error("undecodable stream entry skipped", stream=stream, entry=entry_id.decode())
+    return decoded
+
+
 BatchHandler = Callable[[Sequence[Entry], bool], Awaitable[None]]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,10 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SERVICE = web.AppKey("service", str)
 DRAINING = web.AppKey("draining", asyncio.Event)
-EXTRA_HEALTH = web.AppKey("extra_health", dict)
 READY_CHECKS = web.AppKey("ready_checks", list)
-
-ExtraHealth = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def base_app(settings: Settings, service: str, redis_client: RedisClient) -> web.Application:
@@ -34,7 +30,6 @@ def base_app(settings: Settings, service: str, redis_client: RedisClient) -> web
     app[REDIS] = redis_client
     app[SERVICE] = service
     app[DRAINING] = asyncio.Event()
-    app[EXTRA_HEALTH] = {}
     app[READY_CHECKS] = []
     app.router.add_get("/health", health)
     app.router.add_get("/healthz", healthz)
@@ -59,14 +54,6 @@ async def health(request: web.Request) -> web.Response:
         "draining": app[DRAINING].is_set(),
         "timestamp": int(time.time() * 1000),
     }
-    for name, check in app[EXTRA_HEALTH].items():
-        try:
-            body[name] = await check()
-        except Exception as exc:  # a broken sub-check must not hide the others
-            log.warning("health sub-check failed", check=name, error=str(exc))
-            body[name] = {"status": "unhealthy", "error": str(exc)}
-        if body[name].get("status") == "unhealthy":
-            body["status"] = "unhealthy"
     status = 503 if body["status"] == "unhealthy" else 200
     return web.json_response(body, status=status)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-import msgspec
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WTimeoutError
 
 from services.delivery import metrics
@@ -43,7 +42,7 @@ from shared.protocol import (
 )
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
-from shared.streams import Entry
+from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
 
@@ -82,13 +81,10 @@ class CommandRouter:
         self.offline = offline
 
     async def handle(self, stream: str, entries: Sequence[Entry]) -> None:
-        requests: list[Request] = []
-        for entry_id, body in entries:
-            try:
-                requests.append(Request(stream, entry_id, decode_command(body)))
-            except msgspec.DecodeError:
-                # Only a gateway writes here; a body we cannot read is a bug, not input.
-                log.error("undecodable command dropped", stream=stream, entry=entry_id.decode())
+        requests = [
+            Request(stream, entry_id, command)
+            for entry_id, command in decode_entries(stream, entries, decode_command)
+        ]
         metrics.BATCH_SIZE.observe(len(requests))
         outbox = Outbox(self.redis, self.settings)
         sends = [r for r in requests if isinstance(r.command.frame, SendMessage)]

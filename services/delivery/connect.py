@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
-
 from services.delivery.offline import OfflineQueue
 from services.delivery.outbox import Outbox
+from shared import keys
 from shared.events import ConnOpened, decode_conn_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
 from shared.settings import Settings
-from shared.streams import Entry
+from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
 
@@ -31,12 +30,8 @@ class ConnectFlow:
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         outbox = Outbox(self.redis, self.settings)
-        for _, body in entries:
-            try:
-                event = decode_conn_event(body)
-            except msgspec.DecodeError:
-                log.error("undecodable connection event dropped")
-                continue
+        stream = keys.connection_event_stream()
+        for _, event in decode_entries(stream, entries, decode_conn_event):
             if isinstance(event, ConnOpened):
                 await self.offline.send_batch(
                     outbox, event.user_id, event.gateway_id, event.connection_id

@@ -85,9 +85,6 @@ class Store:
             doc["title"] = conversation.title
         await self.conversations.insert_one(doc)
 
-    async def conversation_doc(self, conversation_id: str) -> Doc | None:
-        return await self.conversations.find_one({"_id": conversation_id})
-
     async def list_for_user(self, user_id: str, limit: int = 500) -> list[Conversation]:
         cursor = (
             self.conversations.find({"participantIds": user_id})

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
 from prometheus_client import Counter
 
 from shared import keys
 from shared.events import ConversationCreated, MessageSent, decode_domain_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
-from shared.streams import Entry
+from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
 
@@ -38,12 +37,7 @@ class Rollup:
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         active: dict[int, set[str]] = {}
-        for _, body in entries:
-            try:
-                event = decode_domain_event(body)
-            except msgspec.DecodeError:
-                log.error("undecodable domain event dropped")
-                continue
+        for _, event in decode_entries(keys.domain_event_stream(), entries, decode_domain_event):
             if isinstance(event, MessageSent):
                 label = event.content_type if event.content_type in KNOWN_CONTENT_TYPES else "other"
                 MESSAGES.labels(content_type=label).inc()

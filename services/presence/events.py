@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import msgspec
-
 from services.presence import metrics
 from services.presence.announce import Announcer
 from services.presence.state import PresenceState, Transition
@@ -14,7 +12,7 @@ from shared import keys
 from shared.events import ConnEvent, ConnOpened, decode_conn_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
-from shared.streams import Entry
+from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
 
@@ -28,12 +26,8 @@ class ConnectionEvents:
         self.announcer = announcer
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
-        events = []
-        for _, body in entries:
-            try:
-                events.append(decode_conn_event(body))
-            except msgspec.DecodeError:
-                log.error("undecodable connection event dropped")
+        stream = keys.connection_event_stream()
+        events = [event for _, event in decode_entries(stream, entries, decode_conn_event)]
         # An open from a gateway that is not registered at all (swept as dead,
         # or its entry lost) must not resurrect its connection: if the gateway
         # is alive after all, its next liveness refresh re-creates the entry

@@ -67,6 +67,10 @@ def test_model_knows_every_frame_type() -> None:
 
 def check(data: bytes | str, expected: Expected) -> ClientFrame | None:
     """Decode and hold the result to the oracle. Any other exception propagates."""
+    if expected.code is None and not expected.ambiguous and isinstance(data, bytes):
+        # A generated value may hold a lone surrogate, which makes the bytes
+        # not text at all: the bytes oracle has the last word on that.
+        expected = expect_bytes(data) if expect_bytes(data).code else expected
     try:
         frame = decode_client_frame(data)
     except FrameError as exc:
@@ -179,7 +183,10 @@ def test_valid_frames_decode_and_unknown_fields_are_ignored(
     frame: dict[str, Any], extra: dict[str, Any]
 ) -> None:
     sent = {**extra, **frame}
-    decoded = check(dumps(sent), Expected(None))
+    data = dumps(sent)
+    decoded = check(data, Expected(None))
+    if expect_bytes(data).code is not None:
+        return  # a lone surrogate in a generated value: not text, refused as such
     assert decoded is not None
     assert_decoded_as_sent(decoded, sent)
 
@@ -198,9 +205,14 @@ def test_one_bad_field_is_invalid_message(case: tuple[dict[str, Any], Any]) -> N
 @FAST
 @given(frame=frames_missing_a_required_field())
 def test_missing_required_field_is_invalid_message(frame: dict[str, Any]) -> None:
+    data = dumps(frame)
     with pytest.raises(FrameError) as info:
-        decode_client_frame(dumps(frame))
-    assert info.value.code == INVALID_MESSAGE
+        decode_client_frame(data)
+    # A lone surrogate elsewhere in the frame makes it not text at all, which
+    # the decoder reports first (the oracle in expect_bytes says so).
+    assert info.value.code == (expect_bytes(data).code or INVALID_MESSAGE)
+    if info.value.code != INVALID_MESSAGE:
+        return
     assert info.value.request_id == echoed_request_id(frame)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.support.client import ChatClient
@@ -32,16 +33,29 @@ async def drain_queue(client: ChatClient, timeout: float = 10.0) -> list[dict[st
 
 
 async def sync(client: ChatClient, last_seqs: dict[str, int]) -> list[dict[str, Any]]:
-    """Send sync and collect history frames until sync_complete."""
-    request_id = f"sync-{id(last_seqs)}"
-    await client.send({"type": "sync", "conversations": last_seqs, "requestId": request_id})
-    frames = []
-    while True:
-        frame = await client.wait_for(lambda f: f.get("requestId") == request_id, timeout=30)
-        if frame["type"] == "sync_complete":
-            return frames
-        assert frame["type"] == "history", frame
-        frames.append(frame)
+    """Send sync and collect history frames until sync_complete.
+
+    Like a real client, it asks again when no answer comes: an answer pushed
+    while the gateway's subscription moves (a Redis failover) can be lost.
+    """
+    for attempt in range(3):
+        request_id = f"sync-{time.monotonic_ns()}-{attempt}"
+        await client.send({"type": "sync", "conversations": last_seqs, "requestId": request_id})
+        frames = []
+        try:
+            while True:
+                frame = await client.wait_for(_answers_to(request_id), timeout=15)
+                if frame["type"] == "sync_complete":
+                    return frames
+                assert frame["type"] == "history", frame
+                frames.append(frame)
+        except TimeoutError:
+            continue
+    raise TimeoutError("sync was never answered")
+
+
+def _answers_to(request_id: str) -> Any:
+    return lambda frame: frame.get("requestId") == request_id
 
 
 def last_seqs(messages: dict[str, dict[str, Any]], conversations: list[str]) -> dict[str, int]:

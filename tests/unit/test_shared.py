@@ -61,3 +61,14 @@ def test_queue_cursor_helpers() -> None:
     assert not valid_cursor("-")
     assert not valid_cursor("12-x")
     assert not valid_cursor("1" * 50 + "-1")
+
+
+def test_undecodable_stream_entries_are_counted_not_silent() -> None:
+    from shared.events import ConnClosed, decode_conn_event, encode_event
+    from shared.streams import UNDECODABLE, decode_entries
+
+    good = encode_event(ConnClosed(gateway_id="g", connection_id="c", user_id="u", at=1))
+    before = UNDECODABLE.labels(stream="s")._value.get()
+    decoded = decode_entries("s", [(b"1-0", b"\xc1garbage"), (b"2-0", good)], decode_conn_event)
+    assert [entry_id for entry_id, _ in decoded] == [b"2-0"]
+    assert UNDECODABLE.labels(stream="s")._value.get() == before + 1
