@@ -8,30 +8,28 @@ and the caller tells its clients to resync.
 
 On Redis Cluster, channels are sharded (SSUBSCRIBE / SPUBLISH): each lives on
 the shard that owns its slot, so the subscriber keeps one connection per
-master it needs and, when one fails (a failover), refreshes the topology and
-moves that node's channels to their new owner.
+master it needs and, when one fails (a failover) or drops a channel whose slot
+moved, refreshes the topology and moves those channels to their new owner.
+The connections themselves are ``shared.pubsub_conn.PubSubConnection``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.logging import get_logger
-from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.pubsub_conn import Endpoint, OnEvent, OnMessage, PubSubConnection
+from shared.redis_client import RedisClient
 
 log = get_logger(__name__)
 
-OnMessage = Callable[[bytes, bytes], None]
-OnReconnect = Callable[[], None]
-CONFIRM_TIMEOUT = 5.0
+OnReconnect = OnEvent
 
 
 class Subscriber(Protocol):
@@ -47,112 +45,33 @@ def create_subscriber(client: RedisClient) -> Subscriber:
     return StandaloneSubscriber(client)
 
 
-class _Confirmations:
-    """Futures resolved when Redis acknowledges a (s)subscribe."""
-
-    def __init__(self) -> None:
-        self._pending: dict[bytes, asyncio.Future[None]] = {}
-
-    def expect(self, channel: str) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        self._pending[channel.encode()] = future
-        return future
-
-    def confirm(self, channel: bytes) -> None:
-        future = self._pending.pop(channel, None)
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def forget(self, channel: str) -> None:
-        self._pending.pop(channel.encode(), None)
-
-
-async def _read(
-    pubsub: PubSub,
-    on_message: OnMessage,
-    confirmations: _Confirmations,
-    on_error: Callable[[BaseException], Awaitable[bool]],
-) -> None:
-    """Read one pub/sub connection until cancelled or ``on_error`` says stop."""
-    while True:
-        try:
-            message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
-        except asyncio.CancelledError:
-            raise
-        except REDIS_ERRORS as exc:
-            if not await on_error(exc):
-                return
-            continue
-        if message is None:
-            continue
-        kind = message["type"]
-        if kind in ("message", "smessage"):
-            try:
-                on_message(message["channel"], message["data"])
-            except Exception:
-                log.exception("push routing failed")
-        elif kind in ("subscribe", "ssubscribe"):
-            confirmations.confirm(message["channel"])
-
-
 class StandaloneSubscriber:
-    """One pub/sub connection; redis-py resubscribes it after a reconnect."""
+    """One pub/sub connection that restores itself and its subscriptions."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pubsub = client.pubsub()
-        self._confirmations = _Confirmations()
-        self._reader: asyncio.Task[None] | None = None
-        self._on_reconnect: OnReconnect = lambda: None
-        self._delay = 0.05
+        self._endpoint = Endpoint.from_kwargs(
+            {
+                **client.connection_pool.connection_kwargs,
+                "connection_class": client.connection_pool.connection_class,
+            }
+        )
+        self._conn: PubSubConnection | None = None
 
     async def start(self, on_message: OnMessage, on_reconnect: OnReconnect) -> None:
-        self._on_reconnect = on_reconnect
-        await self._pubsub.connect()
-        # Every later connect of this connection is a reconnect.
-        assert self._pubsub.connection is not None
-        self._pubsub.connection.register_connect_callback(self._reconnected)
-        self._reader = asyncio.create_task(
-            _read(self._pubsub, on_message, self._confirmations, self._backoff),
-            name="pubsub-reader",
-        )
-
-    async def _reconnected(self, _connection: object) -> None:
-        log.info("pub/sub reconnected; subscriptions restored")
-        self._on_reconnect()
-
-    async def _backoff(self, exc: BaseException) -> bool:
-        log.warning("pub/sub connection lost; retrying", error=str(exc))
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, 2.0)
-        return True
+        self._conn = PubSubConnection(self._endpoint, on_message, on_reconnect=on_reconnect)
+        await self._conn.connect()
 
     async def subscribe(self, channel: str) -> None:
-        confirmed = self._confirmations.expect(channel)
-        try:
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT)
-        finally:
-            self._confirmations.forget(channel)
+        assert self._conn is not None, "start() first"
+        await self._conn.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.unsubscribe(channel)
+        if self._conn is not None:
+            self._conn.unsubscribe(channel)
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.aclose()
-
-
-class _NodeSubscription:
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.pubsub = client.pubsub()
-        self.channels: set[str] = set()
-        self.reader: asyncio.Task[None] | None = None
+        if self._conn is not None:
+            await self._conn.close()
 
 
 class ShardedSubscriber:
@@ -160,13 +79,14 @@ class ShardedSubscriber:
 
     def __init__(self, cluster: RedisCluster) -> None:
         self.cluster = cluster
-        self._nodes: dict[str, _NodeSubscription] = {}
+        self._kwargs: dict[str, Any] = dict(getattr(cluster, "connection_kwargs", {}) or {})
+        self._nodes: dict[str, PubSubConnection] = {}
         self._owner: dict[str, str] = {}
-        self._confirmations = _Confirmations()
         self._on_message: OnMessage = lambda _c, _d: None
         self._on_reconnect: OnReconnect = lambda: None
         self._remapping: asyncio.Task[None] | None = None
         self._orphans: set[str] = set()
+        self._lost: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def start(self, on_message: OnMessage, on_reconnect: OnReconnect) -> None:
@@ -181,50 +101,44 @@ class ShardedSubscriber:
         node = self.cluster.get_node_from_key(channel)
         if node is None:
             raise RedisConnectionError(f"no cluster node owns the slot of {channel}")
-        subscription = self._nodes.get(node.name)
-        if subscription is None:
-            subscription = _NodeSubscription(
-                redis.Redis(host=node.host, port=int(node.port), socket_connect_timeout=2.0)
-            )
-            self._nodes[node.name] = subscription
+        connection = self._nodes.get(node.name)
+        if connection is None or node.name in self._lost:
             name = node.name
-
-            async def failed(exc: BaseException) -> bool:
-                log.warning("shard subscription lost", node=name, error=str(exc))
-                self._schedule_remap(name)
-                return False
-
-            await subscription.pubsub.connect()
-            subscription.reader = asyncio.create_task(
-                _read(subscription.pubsub, self._on_message, self._confirmations, failed),
-                name=f"shard-reader-{name}",
+            connection = PubSubConnection(
+                Endpoint.from_kwargs(self._kwargs, host=node.host, port=int(node.port)),
+                self._on_message,
+                sharded=True,
+                reconnect=False,
+                on_lost=lambda: self._schedule_remap(name),
+                on_moved=lambda channel: self._schedule_remap(name, channel.decode()),
             )
-        confirmed = self._confirmations.expect(channel)
-        try:
-            await subscription.pubsub.ssubscribe(channel)
-            await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT)
-        finally:
-            self._confirmations.forget(channel)
-        subscription.channels.add(channel)
+            await connection.connect()
+            if node.name in self._nodes:
+                self._orphans |= {c.decode() for c in self._nodes[node.name].channels}
+                await self._nodes[node.name].close()
+            self._lost.discard(node.name)
+            self._nodes[node.name] = connection
+        await connection.subscribe(channel)
         self._owner[channel] = node.name
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
             self._orphans.discard(channel)
             name = self._owner.pop(channel, None)
-            subscription = self._nodes.get(name or "")
-            if subscription is None:
-                return
-            subscription.channels.discard(channel)
-            with contextlib.suppress(*REDIS_ERRORS):
-                await subscription.pubsub.sunsubscribe(channel)
+            connection = self._nodes.get(name or "")
+            if connection is not None:
+                connection.unsubscribe(channel)
 
-    def _schedule_remap(self, name: str) -> None:
+    def _schedule_remap(self, name: str, moved: str | None = None) -> None:
+        if moved is None:
+            self._lost.add(name)
+        else:
+            self._orphans.add(moved)
         if self._remapping is None or self._remapping.done():
-            self._remapping = asyncio.create_task(self._remap(name), name="shard-remap")
+            self._remapping = asyncio.create_task(self._remap(), name="shard-remap")
 
-    async def _remap(self, failed_name: str) -> None:
-        """Move every channel of a lost node to its current owner, then resync.
+    async def _remap(self) -> None:
+        """Move every channel of a lost node (or a moved slot) to its current owner, then resync.
 
         Channels waiting to move are kept in ``_orphans`` until each one is
         subscribed again, so a failed attempt (the topology still names the
@@ -235,15 +149,12 @@ class ShardedSubscriber:
             try:
                 async with self._lock:
                     await self.cluster.nodes_manager.initialize()
-                    lost = [
-                        name
-                        for name, sub in self._nodes.items()
-                        if name == failed_name or sub.reader is None or sub.reader.done()
-                    ]
-                    for name in lost:
-                        subscription = self._nodes.pop(name)
-                        self._orphans |= subscription.channels
-                        await _close(subscription)
+                    for name in list(self._lost):
+                        connection = self._nodes.pop(name, None)
+                        if connection is not None:
+                            self._orphans |= {c.decode() for c in connection.channels}
+                            await connection.close()
+                        self._lost.discard(name)
                     for channel in sorted(self._orphans):
                         self._owner.pop(channel, None)
                         await self._subscribe(channel)
@@ -265,17 +176,6 @@ class ShardedSubscriber:
             self._remapping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._remapping
-        for subscription in self._nodes.values():
-            await _close(subscription)
+        for connection in self._nodes.values():
+            await connection.close()
         self._nodes.clear()
-
-
-async def _close(subscription: _NodeSubscription) -> None:
-    if subscription.reader is not None and not subscription.reader.done():
-        subscription.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await subscription.reader
-    with contextlib.suppress(*REDIS_ERRORS):
-        await subscription.pubsub.aclose()
-    with contextlib.suppress(*REDIS_ERRORS):
-        await subscription.client.aclose()

@@ -51,8 +51,7 @@ class Settings:
     # --- gateway ----------------------------------------------------------------
     heartbeat_seconds: float = 20.0
     max_frame_bytes: int = 65536
-    send_queue_max_frames: int = 1024
-    send_queue_max_bytes: int = 4 * 1024 * 1024
+    send_buffer_max_bytes: int = 4 * 1024 * 1024
     drain_seconds: float = 5.0
     gateway_ttl_seconds: int = 15
     max_connections_per_user: int = 20
@@ -60,7 +59,6 @@ class Settings:
     rate_limits: str = ""  # overrides of the default table, or "off"
     trust_forwarded_for: bool = False
     jwt_jwks_file: str = ""  # JWKS file (RS256/ES256 keys by kid)
-    ws_compress: bool = False
     # --- streams / delivery ----------------------------------------------------
     command_partitions: int = 8
     command_stream_maxlen: int = 1_000_000

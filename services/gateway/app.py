@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.gateway import devtools, liveness
+from services.gateway import devtools, liveness, metrics
 from services.gateway.appkeys import HUB, LIMITER, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
 from services.gateway.hub import Hub
@@ -42,6 +42,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     await wait_for_redis(redis_client)
     gateway_id = conf.instance_id
     hub = Hub(redis_client, gateway_id)
+    metrics.SEND_BUFFER_BYTES.set_function(hub.buffered_bytes)
     # After a Redis outage pushes may have been dropped: tell every client to
     # close its gaps with `sync` (an empty list means every conversation).
     hub.on_resubscribed = lambda: hub.broadcast(encode(SyncRequired(conversation_ids=[])))

@@ -1,21 +1,22 @@
-"""One client connection: its socket, identity and bounded send queue.
+"""One client connection: its socket, identity and write-buffer bound.
 
-Only the handler task reads the socket; one writer task per connection drains
-its queue, so a slow reader only ever fills its own queue. When the queue
-passes its frame or byte bound the connection is closed with 1013 and
-nobody else waits for it.
+Frames are written straight to the socket's transport, already framed (see
+``wsframe``): no queue and no writer task per connection, so an idle
+connection costs only this object and the socket, and a push is one
+``transport.write`` per device. The transport buffers what the peer has not
+read yet; when that passes ``max_bytes`` the reader is too slow and the
+connection is closed with 1013 without anybody waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import time
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from services.gateway import metrics
+from services.gateway.wsframe import text_frame
 from shared.logging import get_logger
 from shared.protocol import CLOSE_SLOW
 
@@ -27,17 +28,13 @@ CLOSE_TIMEOUT = 2.0
 class Connection:
     __slots__ = (
         "_closed",
-        "_pending_bytes",
-        "_queue",
-        "_wakeup",
-        "_writer",
+        "_closing",
         "close_code",
         "connection_id",
         "expires_at",
         "jti",
         "last_activity",
         "max_bytes",
-        "max_frames",
         "name",
         "transport",
         "user_id",
@@ -54,70 +51,53 @@ class Connection:
         name: str | None,
         expires_at: float,
         jti: str | None,
-        max_frames: int,
         max_bytes: int,
     ) -> None:
         self.ws = ws
-        self.transport = transport
+        self.transport: asyncio.WriteTransport | None = transport  # type: ignore[assignment]
         self.connection_id = connection_id
         self.user_id = user_id
         self.name = name
         self.expires_at = expires_at
         self.jti = jti
         self.last_activity = time.monotonic()
-        self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.watching: set[str] = set()
         self.close_code: int | None = None
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._pending_bytes = 0
-        self._wakeup = asyncio.Event()
         self._closed = False
-        self._writer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._writer = asyncio.create_task(
-            self._write_loop(), name=f"ws-writer-{self.connection_id}"
-        )
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def send(self, frame: bytes) -> None:
-        """Queue one encoded frame; never blocks. Overflow closes the connection."""
+    def buffered(self) -> int:
+        """Bytes written to this socket that the peer has not read yet."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
+
+    def write(self, wire: bytes) -> None:
+        """Write one already-framed frame; never blocks. A full buffer closes the connection."""
         if self._closed:
             return
-        depth = len(self._queue)
-        if depth >= self.max_frames or self._pending_bytes + len(frame) > self.max_bytes:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the reader side notices the lost socket and cleans up
+        pending = transport.get_write_buffer_size()
+        if pending + len(wire) > self.max_bytes:
             metrics.SLOW_READER_CLOSES.inc()
             log.warning(
-                "slow reader closed",
-                connectionId=self.connection_id,
-                queued=depth,
-                pending_bytes=self._pending_bytes,
+                "slow reader closed", connectionId=self.connection_id, pending_bytes=pending
             )
-            self.close(CLOSE_SLOW, "send queue overflow")
+            self.close(CLOSE_SLOW, "send buffer overflow")
             return
-        metrics.SEND_QUEUE_DEPTH.observe(depth)
-        self._queue.append(frame)
-        self._pending_bytes += len(frame)
-        self._wakeup.set()
+        transport.write(wire)
 
-    async def _write_loop(self) -> None:
-        ws = self.ws
-        queue = self._queue
-        try:
-            while not self._closed:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while queue and not self._closed:
-                    frame = queue.popleft()
-                    self._pending_bytes -= len(frame)
-                    await ws.send_frame(frame, WSMsgType.TEXT)
-        except (ConnectionError, RuntimeError) as exc:
-            # The peer went away mid-write; the reader side notices and cleans up.
-            log.debug("write failed", connectionId=self.connection_id, error=str(exc))
+    def send(self, frame: bytes) -> None:
+        """Frame and write one encoded JSON frame for this connection alone."""
+        self.write(text_frame(frame))
 
     def send_direct(self, frame: bytes) -> None:
         """A frame the gateway answers itself (not a relayed push)."""
@@ -125,34 +105,29 @@ class Connection:
         self.send(frame)
 
     def close(self, code: int, reason: str = "") -> None:
-        """Close from any task without waiting: the writer stops, the socket closes."""
+        """Close from any task without waiting: nothing more is written, the socket closes."""
         if self._closed:
             return
         self._closed = True
         self.close_code = code
         metrics.CLOSES.labels(code=str(code)).inc()
-        self._queue.clear()
-        self._pending_bytes = 0
-        self._wakeup.set()
-        asyncio.get_running_loop().create_task(self._close_socket(code, reason))
+        self._closing = asyncio.get_running_loop().create_task(self._close_socket(code, reason))
 
     async def _close_socket(self, code: int, reason: str) -> None:
-        writer = self._writer
-        if writer is not None and not writer.done():
-            writer.cancel()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.ws.close(code=code, message=reason.encode())
         except (TimeoutError, ConnectionError, RuntimeError):
             # A reader that stopped reading cannot take a close frame either.
             if self.transport is not None:
-                self.transport.abort()  # type: ignore[attr-defined]
+                self.transport.abort()
 
     async def finish(self) -> None:
-        """Called by the handler when the socket is done: stop the writer."""
+        """Called by the handler when the socket is done: nothing more is written.
+
+        A close this side started is waited for, so the client gets its code
+        rather than the default one aiohttp sends for a finished handler.
+        """
         self._closed = True
-        self._wakeup.set()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        if self._closing is not None:
+            await self._closing

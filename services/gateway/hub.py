@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from services.gateway import metrics
 from services.gateway.connection import Connection
+from services.gateway.wsframe import text_frame
 from shared import keys
 from shared.logging import get_logger
 from shared.protocol import CLOSE_NORMAL, CLOSE_POLICY
@@ -81,6 +82,10 @@ class Hub:
         self.by_user.setdefault(conn.user_id, {})[conn.connection_id] = conn
         self.idle.clear()
         metrics.CONNECTIONS.set(len(self.connections))
+
+    def buffered_bytes(self) -> int:
+        """Bytes written to local sockets and not yet read by their peers (scrape time)."""
+        return sum(conn.buffered() for conn in list(self.connections.values()))
 
     def remove(self, conn: Connection) -> bool:
         """Forget ``conn``; True when it was the user's last local connection."""
@@ -156,10 +161,13 @@ class Hub:
                 push = decode_push(data)
                 if push.accepted_at is not None:
                     metrics.END_TO_END.observe(max(time.time() - push.accepted_at, 0.0))
+                wire: bytes | None = None  # framed once, for every device here
                 written = 0
                 for conn in list(devices.values()):
                     if conn.connection_id != push.connection_id:
-                        conn.send(push.frame)
+                        if wire is None:
+                            wire = text_frame(push.frame)
+                        conn.write(wire)
                         written += 1
                 FRAMES_OUT_PUSH.inc(written)
         elif channel == self._gateway_channel:
@@ -177,8 +185,9 @@ class Hub:
             PUSHES_PRESENCE.inc()
             watchers = self.watchers.get(channel[len(PRESENCE_PREFIX) :].decode())
             if watchers:
+                wire = text_frame(data)
                 for conn in list(watchers.values()):
-                    conn.send(data)
+                    conn.write(wire)
                 FRAMES_OUT_PRESENCE.inc(len(watchers))
         elif channel.startswith(SYSTEM_PREFIX):
             PUSHES_SYSTEM.inc()
@@ -199,8 +208,9 @@ class Hub:
 
     def broadcast(self, frame: bytes) -> None:
         """The same bytes to every local connection (system notices, resync)."""
+        wire = text_frame(frame)
         for conn in list(self.connections.values()):
-            conn.send(frame)
+            conn.write(wire)
         FRAMES_OUT_SYSTEM.inc(len(self.connections))
 
     # --- presence watching ---------------------------------------------------------

@@ -14,12 +14,13 @@ FRAMES_OUT = Counter("chat_gateway_frames_out_total", "Frames written to sockets
 ERRORS = Counter("chat_gateway_errors_total", "Error frames sent to clients", ["code"])
 CLOSES = Counter("chat_gateway_closes_total", "Connections closed by the server", ["code"])
 SLOW_READER_CLOSES = Counter(
-    "chat_gateway_slow_reader_closes_total", "Connections closed because their queue overflowed"
+    "chat_gateway_slow_reader_closes_total",
+    "Connections closed because their send buffer overflowed",
 )
-SEND_QUEUE_DEPTH = Histogram(
-    "chat_gateway_send_queue_depth",
-    "Frames waiting in a connection's send queue when a frame is queued",
-    buckets=(0, 1, 2, 4, 8, 16, 64, 256, 1024),
+# Read at scrape time from the sockets (see Hub.buffered_bytes), not per frame.
+SEND_BUFFER_BYTES = Gauge(
+    "chat_gateway_send_buffer_bytes",
+    "Bytes written to local sockets that their peers have not read yet",
 )
 ROUND_TRIP = Histogram(
     "chat_gateway_request_round_trip_seconds",

@@ -55,7 +55,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         # aiohttp refuses frames of max_msg_size bytes or more; the protocol
         # closes only frames larger than the limit.
         max_msg_size=settings.max_frame_bytes + 1,
-        compress=settings.ws_compress,
+        # Off: pushes are framed once for every socket (see wsframe), and
+        # compressing per socket would undo that.
+        compress=False,
         decode_text=False,
     )
     await ws.prepare(request)
@@ -70,8 +72,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         name=identity.name,
         expires_at=identity.expires_at,
         jti=identity.jti,
-        max_frames=settings.send_queue_max_frames,
-        max_bytes=settings.send_queue_max_bytes,
+        max_bytes=settings.send_buffer_max_bytes,
     )
     structlog.contextvars.bind_contextvars(connectionId=conn.connection_id, userId=conn.user_id)
     user_channel = keys.user_channel(conn.user_id)
@@ -88,8 +89,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             return ws
         hub.add(conn)
         registered = True
-        conn.start()
-        # `connected` is queued first: once the event below is in the stream,
+        # `connected` is written first: once the event below is in the stream,
         # delivery may push queued_messages at any moment, and the protocol
         # promises `connected` as the first frame.
         conn.send_direct(

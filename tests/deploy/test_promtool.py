@@ -37,6 +37,7 @@ SCALAR_METRICS = {
     "chat_gateway_errors_total",
     "chat_gateway_closes_total",
     "chat_gateway_slow_reader_closes_total",
+    "chat_gateway_send_buffer_bytes",
     "chat_gateway_pushes_total",
     "chat_gateway_relay_failures_total",
     "chat_gateway_pubsub_reconnects_total",
@@ -78,7 +79,6 @@ SCALAR_METRICS = {
     "process_start_time_seconds",
 }
 HISTOGRAMS = {
-    "chat_gateway_send_queue_depth",
     "chat_gateway_request_round_trip_seconds",
     "chat_message_end_to_end_seconds",
     "chat_delivery_batch_size",

@@ -55,7 +55,7 @@ def _raw_websocket(port: int, user: str) -> socket.socket:
 async def test_slow_reader_is_closed_1013_without_stalling_others(
     fresh_stack, redis_server
 ) -> None:
-    gateway = fresh_stack.start("gateway", CHAT_SEND_QUEUE_MAX_BYTES="262144")
+    gateway = fresh_stack.start("gateway", CHAT_SEND_BUFFER_MAX_BYTES="262144")
     fresh_stack.start("presence")
     slow = await asyncio.to_thread(_raw_websocket, gateway.port, uid("slow"))
     fast = await ChatClient.connect(gateway.ws_url, uid("fast"))

@@ -110,8 +110,15 @@ def find_ferretdb() -> str:
 
 
 class RedisServer(Process):
-    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        password: str | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.password = password
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -132,16 +139,18 @@ class RedisServer(Process):
             "no",
             "--databases",
             "256",
+            *(["--requirepass", password] if password else []),
         ]
         super().__init__("redis", argv, workdir / "redis.log")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         super().start()
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         try:
             wait_until(client.ping, 15, what=f"redis on {self.port}")
         finally:

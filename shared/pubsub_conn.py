@@ -1,0 +1,346 @@
+"""One Redis connection in subscribed mode, read without an await per push.
+
+The gateway's hot path is "a push arrives on a channel, write it to local
+sockets". redis-py's ``PubSub.get_message`` costs a task-level round trip,
+a timeout scope, retry wrappers and a dict per message; here replies are
+parsed by hiredis straight from ``data_received`` and every push of a TCP read
+is routed in one synchronous pass. Only the subscribed mode is spoken: AUTH,
+(S)SUBSCRIBE, (S)UNSUBSCRIBE and PING, all fire-and-forget writes whose
+answers come back as push replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+OnMessage = Callable[[bytes, bytes], None]
+OnEvent = Callable[[], None]
+
+CONNECT_TIMEOUT = 2.0
+CONFIRM_TIMEOUT = 5.0
+HEALTH_INTERVAL = 10.0  # a PING this often; no answer within two intervals is a dead link
+
+
+def encode_command(*args: bytes | str) -> bytes:
+    """RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class Endpoint:
+    """Where and how to connect: what a redis-py client was configured with."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        path: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.path = path
+        self.username = username
+        self.password = password
+        self.ssl_context = ssl_context
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any], **override: Any) -> Endpoint:
+        options = {**kwargs, **override}
+        context = None
+        if options.get("ssl") or options.get("ssl_ca_certs") or options.get("connection_class"):
+            name = getattr(options.get("connection_class"), "__name__", "")
+            if options.get("ssl") or "SSL" in name:
+                context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+                if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+        return cls(
+            host=str(options.get("host") or "127.0.0.1"),
+            port=int(options.get("port") or 6379),
+            path=options.get("path"),
+            username=options.get("username"),
+            password=options.get("password"),
+            ssl_context=context,
+        )
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: PubSubConnection) -> None:
+        self._owner = owner
+        self._reader = hiredis.Reader()
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        owner = self._owner
+        try:
+            reply = reader.gets()
+            while reply is not False:
+                owner.on_reply(reply)
+                reply = reader.gets()
+        except hiredis.ProtocolError as exc:
+            log.error("redis protocol error on the pub/sub connection", error=str(exc))
+            owner.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.on_lost(self._transport, exc)
+
+
+class PubSubConnection:
+    """Subscriptions of one process on one Redis node.
+
+    ``sharded`` speaks SSUBSCRIBE (Redis Cluster). With ``reconnect`` the
+    connection re-establishes itself and its subscriptions after a loss and
+    then calls ``on_reconnect`` (pushes sent meanwhile are gone); without it,
+    ``on_lost`` is called once and the owner decides (a cluster subscriber
+    looks up the slot's new owner). ``on_moved`` gets a channel whose
+    subscription the server dropped (its slot moved to another shard).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        on_message: OnMessage,
+        *,
+        sharded: bool = False,
+        reconnect: bool = True,
+        on_reconnect: OnEvent | None = None,
+        on_lost: OnEvent | None = None,
+        on_moved: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.channels: set[bytes] = set()
+        self._on_message = on_message
+        self._sub, self._unsub = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE")
+            if sharded
+            else (
+                b"SUBSCRIBE",
+                b"UNSUBSCRIBE",
+            )
+        )
+        self._sub_kind = b"ssubscribe" if sharded else b"subscribe"
+        self._unsub_kind = b"sunsubscribe" if sharded else b"unsubscribe"
+        self._reconnect = reconnect
+        self._on_reconnect = on_reconnect or (lambda: None)
+        self._on_lost = on_lost or (lambda: None)
+        self._on_moved = on_moved
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[bytes, asyncio.Future[None]] = {}
+        self._unsubscribing: dict[bytes, int] = {}  # our own unsubscribes not yet answered
+        self._closing = False
+        self._last_pong = 0.0
+        self._restoring: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection (raising if Redis is unreachable) and start health checks."""
+        await self._open()
+        if self._health is None:
+            self._health = asyncio.create_task(self._check_health(), name="pubsub-health")
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        endpoint = self.endpoint
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if endpoint.path:
+                transport, _ = await loop.create_unix_connection(
+                    lambda: _Protocol(self), endpoint.path
+                )
+            else:
+                transport, _ = await loop.create_connection(
+                    lambda: _Protocol(self),
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=endpoint.ssl_context,
+                    server_hostname=endpoint.host if endpoint.ssl_context else None,
+                )
+        self._transport = transport
+        self._last_pong = loop.time()
+        head = b""
+        if endpoint.password:
+            auth = (
+                (endpoint.username, endpoint.password)
+                if endpoint.username
+                else (endpoint.password,)
+            )
+            head = encode_command(b"AUTH", *auth)
+        if self.channels:
+            head += encode_command(self._sub, *sorted(self.channels))
+        if head:
+            transport.write(head)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._health, self._restoring):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("pub/sub connection closed"))
+        self._pending.clear()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe and return once Redis confirmed it; raises if it cannot."""
+        name = channel.encode()
+        if not self.connected:
+            raise ConnectionError("pub/sub connection is down")
+        future = asyncio.get_running_loop().create_future()
+        self._pending[name] = future
+        self.channels.add(name)
+        self._write(encode_command(self._sub, name))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), CONFIRM_TIMEOUT)
+        except BaseException:
+            self.unsubscribe(channel)
+            raise
+        finally:
+            if self._pending.get(name) is future:
+                del self._pending[name]
+
+    def unsubscribe(self, channel: str) -> None:
+        name = channel.encode()
+        if name in self.channels:
+            self.channels.discard(name)
+            if self.connected:
+                self._unsubscribing[name] = self._unsubscribing.get(name, 0) + 1
+                self._write(encode_command(self._unsub, name))
+
+    def _write(self, data: bytes) -> None:
+        if self.connected:
+            assert self._transport is not None
+            self._transport.write(data)
+
+    # --- replies -------------------------------------------------------------------------
+
+    def on_reply(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3:
+            kind, channel, data = reply
+            if kind == b"message" or kind == b"smessage":
+                try:
+                    self._on_message(channel, data)
+                except Exception:
+                    log.exception("push routing failed")
+            elif kind == self._sub_kind:
+                future = self._pending.get(channel)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            elif kind == self._unsub_kind:
+                self._unsubscribed(channel)
+            return
+        if isinstance(reply, list) and reply and reply[0] == b"pong":
+            self._last_pong = asyncio.get_running_loop().time()
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            log.error("redis refused a pub/sub command", error=str(reply))
+            if "NOAUTH" in str(reply) or "WRONGPASS" in str(reply):
+                self.abort()
+            return
+        # b"OK" answers AUTH; nothing else is expected in subscribed mode.
+
+    def _unsubscribed(self, channel: bytes) -> None:
+        expected = self._unsubscribing.get(channel, 0)
+        if expected > 1:
+            self._unsubscribing[channel] = expected - 1
+        elif expected == 1:
+            del self._unsubscribing[channel]
+        elif channel in self.channels and self._on_moved is not None:
+            # Not asked for: the server dropped it (its slot moved).
+            self.channels.discard(channel)
+            self._on_moved(channel)
+
+    def on_lost(self, transport: asyncio.BaseTransport | None, exc: Exception | None) -> None:
+        if transport is not self._transport:
+            return  # an earlier connection, already given up by a restore attempt
+        self._transport = None
+        self._unsubscribing.clear()  # a new connection starts with only what is wanted
+        if self._closing:
+            return
+        log.warning("pub/sub connection lost", error=str(exc) if exc else "closed by peer")
+        if self._reconnect:
+            if self._restoring is None or self._restoring.done():
+                self._restoring = asyncio.get_running_loop().create_task(
+                    self._restore(), name="pubsub-restore"
+                )
+        else:
+            self._on_lost()
+
+    async def _restore(self) -> None:
+        """Reconnect with back-off, resubscribe everything, then tell the owner."""
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            # A subscribe() still waiting keeps its future: the resubscription confirms it.
+            waiting = {
+                name: self._pending.get(name) or loop.create_future() for name in self.channels
+            }
+            self._pending.update(waiting)
+            try:
+                await self._open()
+                if waiting:
+                    await asyncio.wait_for(asyncio.gather(*waiting.values()), CONFIRM_TIMEOUT)
+                log.info("pub/sub reconnected; subscriptions restored", channels=len(waiting))
+                self._on_reconnect()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("pub/sub reconnect failed; retrying", error=str(exc))
+                self.abort()  # its connection_lost finds this restore running
+                self._transport = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                for name, future in waiting.items():
+                    if self._pending.get(name) is future:
+                        del self._pending[name]
+
+    async def _check_health(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            if not self.connected:
+                continue
+            if loop.time() - self._last_pong > 2 * HEALTH_INTERVAL + 1:
+                log.warning("pub/sub connection unresponsive; reconnecting")
+                self.abort()
+                continue
+            self._write(encode_command(b"PING"))
