@@ -20,6 +20,10 @@ from shared.web import REDIS, SETTINGS, base_app
 
 log = get_logger(__name__)
 
+# Rollups are read by Prometheus every few seconds: a quarter second of delay
+# turns one round trip per domain event into one per a few hundred.
+ROLLUP_LINGER_MS = 250
+
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app(settings, "metrics", create_redis(settings))
@@ -41,6 +45,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
+        linger_ms=ROLLUP_LINGER_MS,
     )
     tasks = [
         asyncio.create_task(consumer.run(), name="domain-events"),
