@@ -64,7 +64,7 @@ async def ensure_group(client: RedisClient, stream: str, group: str) -> None:
             raise
 
 
-def _entries(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
+def stream_entries(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
     # A deleted-but-pending entry comes back with no fields; skip its body.
     return [(entry_id, fields[keys.STREAM_FIELD]) for entry_id, fields in raw if fields]
 
@@ -199,7 +199,7 @@ class GroupConsumer:
     async def _handle(
         self, raw: list[tuple[bytes, dict[bytes, bytes] | None]], recovered: bool
     ) -> None:
-        entries = _entries(raw)
+        entries = stream_entries(raw)
         if entries:
             await self.handler(entries, recovered)
             if self._on_batch:

@@ -80,9 +80,11 @@ class CommandRouter:
         self.typing = typing
         self.offline = offline
 
-    async def handle(self, stream: str, entries: Sequence[Entry]) -> None:
+    async def handle(self, batches: dict[str, Sequence[Entry]]) -> None:
+        """One batch read from one or more partitions: one insert, one fan-out pipeline."""
         requests = [
             Request(stream, entry_id, command)
+            for stream, entries in batches.items()
             for entry_id, command in decode_entries(stream, entries, decode_command)
         ]
         metrics.BATCH_SIZE.observe(len(requests))

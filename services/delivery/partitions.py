@@ -1,7 +1,9 @@
 """Ownership of command partitions by delivery instances.
 
-Each command partition is a stream with its own consumer-group reader. An
-instance reads a partition only while it holds the partition's lease (a
+Each command partition is a stream read through the consumer group of
+delivery (see ``reader``: one reader for all owned partitions on standalone
+Redis, one per partition on a cluster). An instance reads a partition only
+while it holds the partition's lease (a
 token-checked Redis lease with a fencing token); live instances announce
 themselves in a sorted set and each takes at most its fair share
 (ceil(partitions / instances)), releasing surplus leases so that a new
@@ -24,17 +26,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from redis.asyncio.cluster import RedisCluster
+
 from services.delivery import metrics
+from services.delivery.reader import PartitionReader
 from shared import keys
 from shared.lease import Lease
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
-from shared.streams import Entry, GroupConsumer, ensure_group
+from shared.streams import Entry
 
 log = get_logger(__name__)
 
-Handler = Callable[[str, Sequence[Entry]], Awaitable[None]]
+Handler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
 
 
 class PartitionManager:
@@ -54,11 +59,34 @@ class PartitionManager:
             p: Lease(redis_client, keys.partition_resource(p), settings.lease_ttl_ms, self.instance)
             for p in range(settings.command_partitions)
         }
-        self.readers: dict[int, tuple[GroupConsumer, asyncio.Task[None]]] = {}
+        # Standalone Redis: one reader for every owned partition (one
+        # XREADGROUP and one batch for all). A cluster cannot read streams of
+        # different slots in one command: one reader per partition there.
+        self._shared_reader = not isinstance(redis_client, RedisCluster)
+        self.readers: dict[int, tuple[PartitionReader, asyncio.Task[None]]] = {}
+        self._owned: set[int] = set()
 
     @property
     def owned(self) -> list[int]:
-        return sorted(self.readers)
+        return sorted(self._owned)
+
+    def _new_reader(self) -> tuple[PartitionReader, asyncio.Task[None]]:
+        reader = PartitionReader(
+            self.redis,
+            keys.DELIVERY_GROUP,
+            self.instance,
+            self.handler,
+            batch_size=self.settings.batch_size,
+            block_ms=self.settings.block_ms,
+            on_reclaim=metrics.RECLAIMED.inc,
+        )
+        return reader, asyncio.create_task(reader.run(), name="partition-reader")
+
+    def _reader_for(self, partition: int) -> PartitionReader:
+        slot = 0 if self._shared_reader else partition
+        if slot not in self.readers:
+            self.readers[slot] = self._new_reader()
+        return self.readers[slot][0]
 
     async def run(self) -> None:
         interval = self.settings.lease_ttl_ms / 3000
@@ -79,71 +107,63 @@ class PartitionManager:
         _, _, alive = await pipe.execute()
         share = math.ceil(self.settings.command_partitions / max(int(alive), 1))
         # Renew what we hold; drop what we lost.
-        for partition in list(self.readers):
+        for partition in self.owned:
             if not await self.leases[partition].acquire():
                 log.warning("lost partition lease", partition=partition)
-                await self._stop_reader(partition)
+                await self._stop_reading(partition)
         # Give back surplus, newest first, so another instance can take it.
-        while len(self.readers) > share:
-            partition = max(self.readers)
-            await self._stop_reader(partition)
+        while len(self._owned) > share:
+            partition = max(self._owned)
+            await self._stop_reading(partition)
             await self.leases[partition].release()
         # Take free partitions up to our share, starting at an instance-specific
         # offset so that instances do not all contend for partition 0.
         count = self.settings.command_partitions
         offset = hash(self.instance) % count
         for i in range(count):
-            if len(self.readers) >= share:
+            if len(self._owned) >= share:
                 break
             partition = (offset + i) % count
-            if partition in self.readers:
+            if partition in self._owned:
                 continue
             if await self.leases[partition].acquire():
-                await self._start_reader(partition)
-        metrics.PARTITIONS_OWNED.set(len(self.readers))
+                await self._start_reading(partition)
+        metrics.PARTITIONS_OWNED.set(len(self._owned))
 
-    async def _start_reader(self, partition: int) -> None:
-        stream = keys.command_stream(partition)
-
-        async def handle(entries: Sequence[Entry], recovered: bool) -> None:
-            await self.handler(stream, entries)
-
-        consumer = GroupConsumer(
-            self.redis,
-            stream,
-            keys.DELIVERY_GROUP,
-            self.instance,
-            handle,
-            batch_size=self.settings.batch_size,
-            block_ms=self.settings.block_ms,
-            reclaim_idle_ms=-1,  # the lease decides; see below
-            on_reclaim=lambda _s, n: metrics.RECLAIMED.inc(n),
-        )
+    async def _start_reading(self, partition: int) -> None:
         if self.on_acquire:
             self.on_acquire(partition)
-
-        async def read() -> None:
-            # Everything pending in the group belongs to a previous owner (or
-            # to this instance before a restart): take it over before new work.
-            while True:
-                try:
-                    await ensure_group(self.redis, stream, keys.DELIVERY_GROUP)
-                    await consumer.reclaim(0)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("takeover failed; retrying", partition=partition, error=str(exc))
-                    await asyncio.sleep(0.5)
-            await consumer.run()
-
-        task = asyncio.create_task(read(), name=f"partition-{partition}")
-        self.readers[partition] = (consumer, task)
+        self._owned.add(partition)
+        reader = self._reader_for(partition)
+        # Everything pending in the group belongs to a previous owner (or to
+        # this instance before a restart): the reader takes it over first.
+        while True:
+            try:
+                await reader.add(keys.command_stream(partition))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("takeover failed; retrying", partition=partition, error=str(exc))
+                await asyncio.sleep(0.5)
         log.info("partition acquired", partition=partition, fence=self.leases[partition].fence)
 
-    async def _stop_reader(self, partition: int) -> None:
-        consumer, task = self.readers.pop(partition)
-        consumer.stop()
+    async def _stop_reading(self, partition: int) -> None:
+        self._owned.discard(partition)
+        reader = self._reader_for(partition)
+        try:
+            await asyncio.wait_for(
+                reader.remove(keys.command_stream(partition)),
+                timeout=self.settings.block_ms / 1000 + 5,
+            )
+        except TimeoutError:
+            log.warning("partition batch still running at release", partition=partition)
+        if not self._shared_reader:
+            await self._close_reader(partition)
+
+    async def _close_reader(self, slot: int) -> None:
+        reader, task = self.readers.pop(slot)
+        reader.stop()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=self.settings.block_ms / 1000 + 5)
         except TimeoutError:
@@ -152,9 +172,11 @@ class PartitionManager:
                 await task
 
     async def stop(self) -> None:
-        for partition in list(self.readers):
-            await self._stop_reader(partition)
+        for partition in self.owned:
+            await self._stop_reading(partition)
             with contextlib.suppress(*REDIS_ERRORS):
                 await self.leases[partition].release()
+        for slot in list(self.readers):
+            await self._close_reader(slot)
         with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.zrem(keys.delivery_instances_key(), self.instance)

@@ -1,0 +1,174 @@
+"""One consumer-group reader for every command partition an instance owns.
+
+Partitions exist so that delivery instances can share the work; within one
+instance, reading each partition's stream with its own blocking XREADGROUP
+would split the traffic into eight small batches, each paying its own round
+trips (read, fan-out pipeline, XACK). On standalone Redis this reader names
+all owned streams in one XREADGROUP (per-stream start ids: its own pending
+entries, ``0``, until that backlog is empty, then new ones, ``>``), hands
+whatever came back to the handler as one batch and acknowledges it with one
+pipelined XACK per stream. On Redis Cluster every partition is its own slot,
+so the partition manager gives each partition a reader of its own.
+
+Entries are acknowledged only after the handler returned; a failure leaves
+them pending, and they are read again (``0``) before anything new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from shared.logging import get_logger
+from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.streams import Entry, ensure_group, stream_entries
+
+log = get_logger(__name__)
+
+RawEntries = list[tuple[bytes, dict[bytes, bytes] | None]]
+BatchHandler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
+
+# A blocked read does not see a partition added meanwhile: bound the wait.
+MAX_BLOCK_MS = 250
+
+
+class PartitionReader:
+    def __init__(
+        self,
+        client: RedisClient,
+        group: str,
+        consumer: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int,
+        block_ms: int,
+        on_reclaim: Callable[[int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.batch_size = batch_size
+        self.block_ms = min(block_ms, MAX_BLOCK_MS)
+        self._on_reclaim = on_reclaim
+        self._backlog: dict[str, bool] = {}  # owned stream -> still reading own pending
+        self._changed = asyncio.Event()
+        self._busy = asyncio.Lock()  # held while a batch is handled
+        self._stopping = False
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._backlog)
+
+    async def add(self, stream: str) -> None:
+        """Own ``stream``: take over everything pending in its group, then read it."""
+        await ensure_group(self.client, stream, self.group)
+        async with self._busy:
+            # The lease says the previous owner is gone: no idle threshold.
+            cursor: bytes | str = "0-0"
+            total = 0
+            while True:
+                result: Any = await self.client.xautoclaim(
+                    stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=0,
+                    start_id=cursor,
+                    count=self.batch_size,
+                )
+                cursor, claimed = result[0], result[1]
+                if claimed:
+                    total += len(claimed)
+                    await self._handle({stream: claimed})
+                if cursor in (b"0-0", "0-0") or not claimed:
+                    break
+            if total:
+                log.info("reclaimed stream entries", stream=stream, count=total)
+                if self._on_reclaim:
+                    self._on_reclaim(total)
+            self._backlog[stream] = True
+        self._changed.set()
+
+    async def remove(self, stream: str) -> None:
+        """Stop reading ``stream``; returns once no batch of it is being handled."""
+        self._backlog.pop(stream, None)
+        async with self._busy:
+            pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._changed.set()
+
+    async def run(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            try:
+                if not self._backlog:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                await self.step()
+                delay = 0.05
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # The stream was lost (Redis restarted empty): recreate the groups.
+                    for stream in self.streams:
+                        await ensure_group(self.client, stream, self.group)
+                log.warning("partition read failed", error=str(exc))
+                delay = await self._backoff(delay)
+            except REDIS_ERRORS as exc:
+                log.warning("redis unavailable", error=str(exc))
+                delay = await self._backoff(delay)
+            except Exception:
+                log.exception("batch handler failed; entries stay pending")
+                for stream in self._backlog:
+                    self._backlog[stream] = True
+                delay = await self._backoff(delay)
+
+    async def _backoff(self, delay: float) -> float:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=delay)
+        return min(delay * 2, 2.0)
+
+    async def step(self) -> None:
+        """One XREADGROUP over every owned stream, one handler call, one XACK pipeline."""
+        ids = {stream: "0" if backlog else ">" for stream, backlog in self._backlog.items()}
+        recovering = "0" in ids.values()
+        response: Any = await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            ids,  # type: ignore[arg-type]
+            count=self.batch_size,
+            block=None if recovering else self.block_ms,
+        )
+        batch: dict[str, RawEntries] = {}
+        for name, raw in response or []:
+            stream = name.decode() if isinstance(name, bytes) else name
+            if raw:
+                batch[stream] = raw
+        for stream, start in ids.items():
+            if start == "0" and stream not in batch and stream in self._backlog:
+                self._backlog[stream] = False
+        async with self._busy:
+            # A stream removed while the read was blocked is no longer ours:
+            # its entries stay pending for the new owner to claim.
+            owned = {s: raw for s, raw in batch.items() if s in self._backlog}
+            if owned:
+                await self._handle(owned)
+
+    async def _handle(
+        self, batch: dict[str, list[tuple[bytes, dict[bytes, bytes] | None]]]
+    ) -> None:
+        entries = {stream: stream_entries(raw) for stream, raw in batch.items()}
+        await self.handler({s: e for s, e in entries.items() if e})
+        pipe = self.client.pipeline(transaction=False)
+        for stream, raw in batch.items():
+            pipe.xack(stream, self.group, *[entry_id for entry_id, _ in raw])
+        await pipe.execute()

@@ -1,0 +1,126 @@
+"""The delivery partition reader on a real Redis: several partitions read and
+acknowledged as one batch, failures leave entries pending, a released
+partition is no longer handled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import redis.asyncio as redis
+
+from services.delivery.reader import PartitionReader
+from shared import keys
+from shared.streams import Entry
+from tests.support.chat import until
+
+GROUP = "delivery"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[dict[str, list[bytes]]] = []
+        self.fail_next = 0
+
+    async def __call__(self, batches: dict[str, Sequence[Entry]]) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("store down")
+        self.batches.append({s: [body for _, body in e] for s, e in batches.items()})
+
+    def bodies(self, stream: str) -> list[bytes]:
+        return [body for batch in self.batches for body in batch.get(stream, [])]
+
+
+@pytest.fixture
+async def client(redis_server) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def _run(reader: PartitionReader) -> asyncio.Task[None]:
+    return asyncio.create_task(reader.run())
+
+
+async def _stop(reader: PartitionReader, task: asyncio.Task[None]) -> None:
+    reader.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
+
+async def _add(client: redis.Redis, stream: str, *bodies: bytes) -> None:
+    for body in bodies:
+        await client.xadd(stream, {keys.STREAM_FIELD: body})
+
+
+async def _pending(client: redis.Redis, stream: str) -> int:
+    return int((await client.xpending(stream, GROUP))["pending"])
+
+
+async def test_two_partitions_one_batch_then_acked(client) -> None:
+    a, b = f"test:{uuid.uuid4().hex}:a", f"test:{uuid.uuid4().hex}:b"
+    record = Recorder()
+    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    await reader.add(a)
+    await reader.add(b)
+    # Written before the reader runs: the first read finds both partitions.
+    await _add(client, a, b"a1", b"a2")
+    await _add(client, b, b"b1")
+    task = await _run(reader)
+    try:
+        await until(lambda: len(record.bodies(a)) == 2 and len(record.bodies(b)) == 1, 5)
+        assert record.batches[0] == {a: [b"a1", b"a2"], b: [b"b1"]}
+        assert await _pending(client, a) == 0
+        assert await _pending(client, b) == 0
+    finally:
+        await _stop(reader, task)
+
+
+async def test_failed_batch_stays_pending_and_is_redone_first(client) -> None:
+    a = f"test:{uuid.uuid4().hex}:a"
+    record = Recorder()
+    record.fail_next = 1
+    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    await reader.add(a)
+    await _add(client, a, b"m1", b"m2")
+    task = await _run(reader)
+    try:
+        await until(lambda: record.bodies(a) == [b"m1", b"m2"], 5)
+        assert await _pending(client, a) == 0
+    finally:
+        await _stop(reader, task)
+
+
+async def test_entries_of_a_dead_consumer_are_taken_over_on_add(client) -> None:
+    a = f"test:{uuid.uuid4().hex}:a"
+    await client.xgroup_create(a, GROUP, id="0", mkstream=True)
+    await _add(client, a, b"x1", b"x2")
+    # A previous owner read them and died before acknowledging.
+    await client.xreadgroup(GROUP, "dead", {a: ">"}, count=10)
+    record = Recorder()
+    reader = PartitionReader(client, GROUP, "d2", record, batch_size=100, block_ms=100)
+    await reader.add(a)
+    assert record.bodies(a) == [b"x1", b"x2"]
+    assert await _pending(client, a) == 0
+
+
+async def test_removed_partition_is_not_handled(client) -> None:
+    a, b = f"test:{uuid.uuid4().hex}:a", f"test:{uuid.uuid4().hex}:b"
+    record = Recorder()
+    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    await reader.add(a)
+    await reader.add(b)
+    task = await _run(reader)
+    try:
+        await reader.remove(b)
+        await _add(client, b, b"not-mine")
+        await _add(client, a, b"mine")
+        await until(lambda: record.bodies(a) == [b"mine"], 5)
+        assert record.bodies(b) == []
+        assert reader.streams == [a]
+    finally:
+        await _stop(reader, task)
