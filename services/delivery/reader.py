@@ -5,13 +5,16 @@ instance, reading each partition's stream with its own blocking XREADGROUP
 would split the traffic into eight small batches, each paying its own round
 trips (read, fan-out pipeline, XACK). On standalone Redis this reader names
 all owned streams in one XREADGROUP (per-stream start ids: its own pending
-entries, ``0``, until that backlog is empty, then new ones, ``>``), hands
-whatever came back to the handler as one batch and acknowledges it with one
-pipelined XACK per stream. On Redis Cluster every partition is its own slot,
-so the partition manager gives each partition a reader of its own.
+entries, ``0``, until that backlog is empty, then new ones, ``>``) and hands
+whatever came back to the handler as one batch. On Redis Cluster every
+partition is its own slot, so the partition manager gives each partition a
+reader of its own.
 
-Entries are acknowledged only after the handler returned; a failure leaves
-them pending, and they are read again (``0``) before anything new.
+Entries are acknowledged only after the handler returned (its effects are
+then durable): the XACKs travel in the same pipeline as the next read, so a
+batch costs one round trip less. A failed handler leaves its entries pending,
+and they are read again (``0``) before anything new; XACKs that could not be
+sent are sent again with the next read.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class PartitionReader:
         self._backlog: dict[str, bool] = {}  # owned stream -> still reading own pending
         self._changed = asyncio.Event()
         self._busy = asyncio.Lock()  # held while a batch is handled
+        self._to_ack: dict[str, list[bytes]] = {}  # handled, XACK not yet sent
         self._stopping = False
 
     @property
@@ -104,10 +108,20 @@ class PartitionReader:
         self._changed.set()
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._to_ack:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self._send()
+
+    async def _loop(self) -> None:
         delay = 0.05
         while not self._stopping:
             try:
                 if not self._backlog:
+                    if self._to_ack:
+                        await self._send()
                     self._changed.clear()
                     await self._changed.wait()
                     continue
@@ -137,17 +151,32 @@ class PartitionReader:
             await asyncio.wait_for(self._changed.wait(), timeout=delay)
         return min(delay * 2, 2.0)
 
+    async def _send(self, read: dict[str, str] | None = None) -> Any:
+        """The pending XACKs, then (``read``: stream -> start id) one XREADGROUP."""
+        pipe = self.client.pipeline(transaction=False)
+        acked, self._to_ack = self._to_ack, {}
+        for stream, ids in acked.items():
+            pipe.xack(stream, self.group, *ids)
+        if read:
+            pipe.xreadgroup(
+                self.group,
+                self.consumer,
+                read,  # type: ignore[arg-type]
+                count=self.batch_size,
+                block=None if "0" in read.values() else self.block_ms,
+            )
+        try:
+            results = await pipe.execute()
+        except BaseException:
+            for stream, acks in acked.items():  # sent again with the next read
+                self._to_ack.setdefault(stream, []).extend(acks)
+            raise
+        return results[-1] if read else None
+
     async def step(self) -> None:
-        """One XREADGROUP over every owned stream, one handler call, one XACK pipeline."""
+        """Acknowledge the last batch and read the next in one round trip; handle it."""
         ids = {stream: "0" if backlog else ">" for stream, backlog in self._backlog.items()}
-        recovering = "0" in ids.values()
-        response: Any = await self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            ids,  # type: ignore[arg-type]
-            count=self.batch_size,
-            block=None if recovering else self.block_ms,
-        )
+        response = await self._send(ids)
         batch: dict[str, RawEntries] = {}
         for name, raw in response or []:
             stream = name.decode() if isinstance(name, bytes) else name
@@ -163,12 +192,8 @@ class PartitionReader:
             if owned:
                 await self._handle(owned)
 
-    async def _handle(
-        self, batch: dict[str, list[tuple[bytes, dict[bytes, bytes] | None]]]
-    ) -> None:
+    async def _handle(self, batch: dict[str, RawEntries]) -> None:
         entries = {stream: stream_entries(raw) for stream, raw in batch.items()}
         await self.handler({s: e for s, e in entries.items() if e})
-        pipe = self.client.pipeline(transaction=False)
         for stream, raw in batch.items():
-            pipe.xack(stream, self.group, *[entry_id for entry_id, _ in raw])
-        await pipe.execute()
+            self._to_ack.setdefault(stream, []).extend(entry_id for entry_id, _ in raw)

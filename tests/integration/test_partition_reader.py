@@ -74,6 +74,8 @@ async def test_two_partitions_one_batch_then_acked(client) -> None:
     try:
         await until(lambda: len(record.bodies(a)) == 2 and len(record.bodies(b)) == 1, 5)
         assert record.batches[0] == {a: [b"a1", b"a2"], b: [b"b1"]}
+        # Acknowledged with the next read, or at the latest when the reader stops.
+        await _stop(reader, task)
         assert await _pending(client, a) == 0
         assert await _pending(client, b) == 0
     finally:
@@ -90,6 +92,7 @@ async def test_failed_batch_stays_pending_and_is_redone_first(client) -> None:
     task = await _run(reader)
     try:
         await until(lambda: record.bodies(a) == [b"m1", b"m2"], 5)
+        await _stop(reader, task)
         assert await _pending(client, a) == 0
     finally:
         await _stop(reader, task)
@@ -105,7 +108,17 @@ async def test_entries_of_a_dead_consumer_are_taken_over_on_add(client) -> None:
     reader = PartitionReader(client, GROUP, "d2", record, batch_size=100, block_ms=100)
     await reader.add(a)
     assert record.bodies(a) == [b"x1", b"x2"]
-    assert await _pending(client, a) == 0
+    # Acknowledged with the reader's next read, once they were handled.
+    assert await _pending(client, a) == 2
+    task = await _run(reader)
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while await _pending(client, a):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert record.bodies(a) == [b"x1", b"x2"]
+    finally:
+        await _stop(reader, task)
 
 
 async def test_removed_partition_is_not_handled(client) -> None:
