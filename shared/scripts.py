@@ -10,14 +10,18 @@ import asyncio
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from shared.redis_client import RedisClient
 
 LUA_DIR = Path(__file__).with_name("lua")
+
+Op = tuple[str, tuple[Any, ...], dict[str, Any]]  # a pipeline method, its args and kwargs
 
 
 @cache
@@ -42,7 +46,37 @@ async def run_many(
         return []
     if isinstance(client, RedisCluster):
         return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
+    ops: list[Op] = [
+        ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for keys_, args in calls
+    ]
+    return await execute(client, ops, [script])
+
+
+async def execute(
+    client: redis.Redis, ops: Sequence[Op], scripts: Sequence[AsyncScript]
+) -> list[Any]:
+    """Run ``ops`` (pipeline method, args, kwargs) as one pipeline; raise the first error.
+
+    Scripts go in as plain EVALSHA: redis-py's own script support in a
+    pipeline asks SCRIPT EXISTS before every execute, a round trip per
+    batch. Here a script the server does not know (Redis restarted) answers
+    NOSCRIPT; it is loaded and only the commands that failed are run again.
+    """
     pipe = client.pipeline(transaction=False)
-    for keys_, args in calls:
-        await script(keys=keys_, args=args, client=cast(Any, pipe))
-    return list(await pipe.execute())
+    for name, args, kwargs in ops:
+        getattr(pipe, name)(*args, **kwargs)
+    results = list(await pipe.execute(raise_on_error=False))
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        for script in scripts:
+            script.sha = await client.script_load(script.script)
+        retry = client.pipeline(transaction=False)
+        for i in missing:
+            name, args, kwargs = ops[i]
+            getattr(retry, name)(*args, **kwargs)
+        for i, result in zip(missing, await retry.execute(raise_on_error=False), strict=True):
+            results[i] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results

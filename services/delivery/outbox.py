@@ -3,7 +3,10 @@
 Replies to a connection go to its gateway's channel; pushes to every device
 of a user go to the user's channel. Frames are encoded once by the caller,
 so a message fanned out to fifty members is serialised once, not fifty
-times.
+times. On standalone Redis the publishes of one push to many members are one
+script call (``fanout.lua``: a PUBLISH per member inside Redis), so the
+pipeline carries one command per message instead of one per member; a
+cluster shards channels, so there each member is its own SPUBLISH.
 """
 
 from __future__ import annotations
@@ -11,11 +14,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from shared import keys
 from shared.protocol import error_frame
 from shared.push import encode_push
 from shared.redis_client import RedisClient, publish_command
+from shared.scripts import Op, execute, load_script
 from shared.settings import Settings
+
+
+class _Many:
+    """Tags of the channels of one fan-out script call, in order."""
+
+    __slots__ = ("tags",)
+
+    def __init__(self, tags: list[Any]) -> None:
+        self.tags = tags
 
 
 class Outbox:
@@ -23,7 +38,10 @@ class Outbox:
         self.redis = redis_client
         self.settings = settings
         self._publish = publish_command(settings)
-        self._ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._fanout = (
+            None if isinstance(redis_client, RedisCluster) else load_script(redis_client, "fanout")
+        )
+        self._ops: list[Op] = []
         self._tags: list[Any] = []
 
     def reply(
@@ -55,6 +73,11 @@ class Outbox:
     ) -> None:
         """Send ``frame`` to every device of each user (but ``skip_connection``)."""
         payload = encode_push(skip_connection, frame, accepted_at)
+        if self._fanout is not None and len(user_ids) > 1:
+            channels = [keys.user_channel(user_id) for user_id in user_ids]
+            self._ops.append(("evalsha", (self._fanout.sha, 0, payload, *channels), {}))
+            self._tags.append(_Many([(tag, user_id) if tag else None for user_id in user_ids]))
+            return
         for user_id in user_ids:
             self.publish(keys.user_channel(user_id), payload, tag=(tag, user_id) if tag else None)
 
@@ -78,15 +101,21 @@ class Outbox:
         """
         if not self._ops:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for name, args, kwargs in self._ops:
-            getattr(pipe, name)(*args, **kwargs)
-        results = await pipe.execute()
-        tagged = [
-            (tag, result)
-            for tag, result in zip(self._tags, results, strict=True)
-            if tag is not None
-        ]
+        if self._fanout is not None:
+            results = await execute(self.redis, self._ops, [self._fanout])  # type: ignore[arg-type]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, args, kwargs in self._ops:
+                getattr(pipe, name)(*args, **kwargs)
+            results = await pipe.execute()
+        tagged: list[tuple[Any, Any]] = []
+        for tag, result in zip(self._tags, results, strict=True):
+            if isinstance(tag, _Many):
+                tagged.extend(
+                    (one, count) for one, count in zip(tag.tags, result, strict=True) if one
+                )
+            elif tag is not None:
+                tagged.append((tag, result))
         self._ops.clear()
         self._tags.clear()
         return tagged
