@@ -16,15 +16,17 @@ BASE = "chat"
 
 WORK_NOTES = {
     "chat": (
-        "Per message: the gateway validates the frame and XADDs it to a command stream "
-        "partition; the delivery service (partition lease, consumer group) checks membership, "
-        "assigns a gapless seq, **inserts the message into MongoDB (FerretDB) and moves the "
-        "conversation's lastSeq before acking**, then one Redis pipeline carries the "
-        "`message_ack`, one PUBLISH per member (user channels), the recent-history cache "
-        "update and a domain event; XACK last. Members with no live connection get an offline "
-        "queue entry. Presence (connection events, lastSeen in MongoDB) and metrics "
-        "(stream consumer, gauges) run too. Every connection subscribes its user channel and "
-        "writes a connection event."
+        "Per message: the gateway validates the frame, rate-limits it and XADDs it to a "
+        "command stream partition; the delivery service (partition leases, one consumer-group "
+        "read for all its partitions) checks membership, assigns a gapless seq, **inserts the "
+        "message into MongoDB (FerretDB) and moves the conversation's lastSeq before "
+        "acking**, then one Redis pipeline carries the `message_ack`, a PUBLISH per member "
+        "(user channels; one `fanout.lua` call per message on standalone Redis), the "
+        "recent-history cache update and a domain event; XACK after that, with the next read. "
+        "Members with no live connection get an offline queue entry. The gateway frames each "
+        "push once and writes the same bytes to every device's socket. Presence (connection "
+        "events, lastSeen in MongoDB) and metrics (stream consumer, gauges) run too. Every "
+        "connection subscribes its user channel and writes a connection event."
     ),
     "chat-nopersist": (
         "As above without the MongoDB write per message (`CHAT_PERSISTENCE=off`): seq from a "
@@ -359,9 +361,16 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     if base_idle.get("idle_cpu"):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in base_idle["idle_cpu"].items())
         connect = ", ".join(f"{k} {v:.2f}" for k, v in base_idle.get("connect_cpu", {}).items())
+        settle = base_idle.get("settle_seconds")
+        drained = (
+            f" (until the servers were quiet, {settle:.0f} s after the last connect: the "
+            "presence service records each new user in the store, which FerretDB does slowly)"
+            if settle is not None
+            else ""
+        )
         add(
-            f"This project while connecting ({base_idle['connections']:,}): CPU-s {connect}; "
-            f"in the idle window after: {parts}."
+            f"This project while connecting ({base_idle['connections']:,}): CPU-s {connect}"
+            f"{drained}; in the idle window after: {parts}."
         )
         add("")
 
