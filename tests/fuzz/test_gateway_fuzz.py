@@ -559,7 +559,7 @@ async def test_gateway_survived_and_stayed_responsive(
 ) -> None:
     """A concurrent burst from several connections, then: alive, healthy, calm pings fast."""
     bad = [await connect(uid("burst")) for _ in range(4)]
-    rounds = 60  # 480 errors in flight per connection: under the 1,024-frame send queue
+    rounds = 60  # 480 errors in flight per connection: far under the 4 MiB send buffer
 
     async def blast(client: ChatClient) -> None:
         for _ in range(rounds):
