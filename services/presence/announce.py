@@ -9,22 +9,30 @@ otherwise spend seconds in upserts before the next gateway is looked at.
 Redis keeps ``lastSeen`` too (``presence_state`` reads it), so a write that
 is still queued when the process dies is only late in MongoDB, never wrong
 in what clients see.
+
+An online transition writes nothing when this process already recorded the
+user with the same name (users reconnect far more often than they are new
+or renamed); an unknown user is inserted, and only one that turns out to
+exist already is updated. Inserts by ``_id`` are cheap everywhere, while an
+upsert is a lookup and a write (and on FerretDB/SQLite a collection scan).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from services.presence import metrics
 from services.presence.state import Transition
 from shared import keys
 from shared.logging import get_logger
-from shared.mongo import USERS, MongoDB, bulk_write_chunked
+from shared.mongo import BULK_CHUNK, USERS, MongoDB, bulk_write_chunked
 from shared.protocol import PresenceUpdate, encode
 from shared.redis_client import RedisClient, publish_command
 from shared.settings import Settings
@@ -32,6 +40,8 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 WRITE_BATCH = 1000
+RECORDED_MAX = 100_000  # users remembered as stored, with their name (LRU)
+DUPLICATE_KEY = 11000
 
 
 class Announcer:
@@ -43,6 +53,8 @@ class Announcer:
         self._pending: dict[str, Transition] = {}
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # user -> name as this process last stored it
+        self._recorded: OrderedDict[str, str | None] = OrderedDict()
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="users-writer")
@@ -95,15 +107,54 @@ class Announcer:
     async def _flush(self) -> None:
         users = list(self._pending)[:WRITE_BATCH]
         batch = [self._pending[u] for u in users]
-        ops: list[UpdateOne] = []
+        updates: list[UpdateOne] = []
+        inserts: dict[str, Transition] = {}
         for t in batch:
-            update: dict[str, Any] = {"$setOnInsert": {"createdAt": t.at}}
-            if t.name is not None:
-                update["$set"] = {"name": t.name}
             if not t.online:
-                update["$max"] = {"lastSeen": t.at}
-            ops.append(UpdateOne({"_id": t.user_id}, update, upsert=True))
-        await bulk_write_chunked(self.users, ops)
+                updates.append(_upsert(t))
+            elif t.user_id not in self._recorded:
+                inserts[t.user_id] = t
+            elif t.name is not None and self._recorded[t.user_id] != t.name:
+                updates.append(_upsert(t))
+        for uid in await self._insert_new(list(inserts.values())):
+            updates.append(_upsert(inserts[uid]))
+        await bulk_write_chunked(self.users, updates)
         for t in batch:
+            self._remember(t)
             if self._pending.get(t.user_id) is t:
                 del self._pending[t.user_id]
+
+    async def _insert_new(self, batch: list[Transition]) -> list[str]:
+        """Insert users not known to exist; returns those that did exist."""
+        existing: list[str] = []
+        for start in range(0, len(batch), BULK_CHUNK):
+            chunk = batch[start : start + BULK_CHUNK]
+            docs = [
+                {"_id": t.user_id, "createdAt": t.at}
+                | ({"name": t.name} if t.name is not None else {})
+                for t in chunk
+            ]
+            try:
+                await self.users.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or []
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                existing.extend(chunk[e["index"]].user_id for e in errors)
+        return existing
+
+    def _remember(self, t: Transition) -> None:
+        name = t.name if t.name is not None else self._recorded.get(t.user_id)
+        self._recorded[t.user_id] = name
+        self._recorded.move_to_end(t.user_id)
+        if len(self._recorded) > RECORDED_MAX:
+            self._recorded.popitem(last=False)
+
+
+def _upsert(t: Transition) -> UpdateOne:
+    update: dict[str, Any] = {"$setOnInsert": {"createdAt": t.at}}
+    if t.name is not None:
+        update["$set"] = {"name": t.name}
+    if not t.online:
+        update["$max"] = {"lastSeen": t.at}
+    return UpdateOne({"_id": t.user_id}, update, upsert=True)

@@ -9,8 +9,10 @@ import time
 import redis.asyncio as redis
 
 from shared import keys
+from shared.tokens import make_token
 from tests.support.chat import create_conversation, uid
 from tests.support.client import ChatClient
+from tests.support.stack import SECRET
 
 
 async def _status(watcher: ChatClient, *users: str) -> dict[str, dict]:
@@ -56,6 +58,26 @@ async def test_two_devices_online_until_both_close(connect, mongo, stack) -> Non
 
     user = await _eventually(stored)
     assert user["lastSeen"] == offline["lastSeen"] and user["name"] == alice.title()
+
+
+async def test_users_recorded_once_and_renamed(connect, mongo, stack) -> None:
+    """A new user is stored with its name; a reconnect under a new name renames it."""
+    user = uid("renamed")
+    users = mongo[stack.db_name].users
+
+    async def named(name: str):  # type: ignore[no-untyped-def]
+        doc = await users.find_one({"_id": user})
+        return doc if doc and doc.get("name") == name else None
+
+    first = await connect(user, token=make_token(user, SECRET, name="First"))
+    created = (await _eventually(lambda: named("First")))["createdAt"]
+    await first.close()
+    again = await connect(user, token=make_token(user, SECRET, name="First"))
+    await again.close()
+    renamed = await connect(user, token=make_token(user, SECRET, name="Second"))
+    doc = await _eventually(lambda: named("Second"))
+    assert doc["createdAt"] == created  # the same document, renamed
+    await renamed.close()
 
 
 async def test_watchers_get_only_watched_users_and_unsubscribe_stops(connect) -> None:
