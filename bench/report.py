@@ -363,8 +363,8 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         connect = ", ".join(f"{k} {v:.2f}" for k, v in base_idle.get("connect_cpu", {}).items())
         settle = base_idle.get("settle_seconds")
         drained = (
-            f" (until the servers were quiet, {settle:.0f} s after the last connect: the "
-            "presence service records each new user in the store, which FerretDB does slowly)"
+            f" (until the servers were quiet, {settle:.0f} s after the last connect, so the "
+            "work connects leave behind, such as recording new users, counts here)"
             if settle is not None
             else ""
         )

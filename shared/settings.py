@@ -16,6 +16,13 @@ from typing import Any, get_type_hints
 
 PREFIX = "CHAT_"
 
+# Variables that are no longer read: set, they would silently do nothing.
+RETIRED = {
+    "CHAT_SEND_QUEUE_MAX_BYTES": "use CHAT_SEND_BUFFER_MAX_BYTES",
+    "CHAT_SEND_QUEUE_MAX_FRAMES": "the bound is CHAT_SEND_BUFFER_MAX_BYTES (bytes, not frames)",
+    "CHAT_WS_COMPRESS": "pushes are framed once for every socket and sent uncompressed",
+}
+
 
 class SettingsError(ValueError):
     """A ``CHAT_*`` variable is missing or has a value that cannot be used."""
@@ -80,6 +87,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), validating each value."""
         env = os.environ if environ is None else environ
+        retired = [
+            f"{name} is no longer read: {why}" for name, why in RETIRED.items() if name in env
+        ]
+        if retired:
+            raise SettingsError("; ".join(retired))
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):

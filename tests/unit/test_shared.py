@@ -53,6 +53,11 @@ def test_settings_from_env_and_validation() -> None:
         Settings.from_env({"CHAT_DEV_MODE": "maybe"})
     with pytest.raises(SettingsError, match="CHAT_JWT_SECRET"):
         Settings.from_env({}).require_jwt()
+    # A retired variable is refused by name instead of silently doing nothing.
+    with pytest.raises(
+        SettingsError, match=r"CHAT_SEND_QUEUE_MAX_BYTES.*CHAT_SEND_BUFFER_MAX_BYTES"
+    ):
+        Settings.from_env({"CHAT_SEND_QUEUE_MAX_BYTES": "1024"})
 
 
 def test_queue_cursor_helpers() -> None:
