@@ -396,9 +396,13 @@ def sizes_dict(sizes: Sizes) -> dict[str, Any]:
 
 
 def _settle(
-    pids: dict[str, int], window: float = 1.0, busy: float = 0.05, limit: float = 120.0
+    pids: dict[str, int], window: float = 1.0, busy: float = 0.15, limit: float = 120.0
 ) -> tuple[procstat.Snapshot, float]:
-    """Wait (at least 2 s, at most ``limit``) until the servers use under ``busy`` of a core."""
+    """Wait (at least 2 s, at most ``limit``) until the servers use under ``busy`` of a core.
+
+    Above what idle sockets cost on their own (heartbeats of 10,000
+    connections take a few percent of a core), below any backlog.
+    """
     started = time.monotonic()
     time.sleep(2.0)
     last = procstat.snapshot(pids)
