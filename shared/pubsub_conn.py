@@ -64,13 +64,12 @@ class Endpoint:
     def from_kwargs(cls, kwargs: dict[str, Any], **override: Any) -> Endpoint:
         options = {**kwargs, **override}
         context = None
-        if options.get("ssl") or options.get("ssl_ca_certs") or options.get("connection_class"):
-            name = getattr(options.get("connection_class"), "__name__", "")
-            if options.get("ssl") or "SSL" in name:
-                context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-                if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
+        connection_class = getattr(options.get("connection_class"), "__name__", "")
+        if options.get("ssl") or "SSL" in connection_class:  # rediss:// URLs
+            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+            if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
         return cls(
             host=str(options.get("host") or "127.0.0.1"),
             port=int(options.get("port") or 6379),

@@ -12,7 +12,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
@@ -53,7 +52,7 @@ async def run_many(
 
 
 async def execute(
-    client: redis.Redis, ops: Sequence[Op], scripts: Sequence[AsyncScript]
+    client: RedisClient, ops: Sequence[Op], scripts: Sequence[AsyncScript] = ()
 ) -> list[Any]:
     """Run ``ops`` (pipeline method, args, kwargs) as one pipeline; raise the first error.
 

@@ -53,6 +53,34 @@ def decode_entries(
 
 
 BatchHandler = Callable[[Sequence[Entry], bool], Awaitable[None]]
+RawEntries = list[tuple[bytes, dict[bytes, bytes] | None]]  # as XREADGROUP returns them
+
+
+async def claim_all(
+    client: RedisClient,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    count: int,
+    handle: Callable[[RawEntries], Awaitable[None]],
+) -> int:
+    """XAUTOCLAIM every entry idle for ``min_idle_ms`` to ``consumer``, ``handle`` each page."""
+    total = 0
+    cursor: bytes | str = "0-0"
+    while True:
+        result: Any = await client.xautoclaim(
+            stream, group, consumer, min_idle_time=min_idle_ms, start_id=cursor, count=count
+        )
+        cursor, claimed = result[0], result[1]
+        if claimed:
+            total += len(claimed)
+            await handle(claimed)
+        if cursor in (b"0-0", "0-0") or not claimed:
+            break
+    if total:
+        log.info("reclaimed stream entries", stream=stream, count=total)
+    return total
 
 
 async def ensure_group(client: RedisClient, stream: str, group: str) -> None:
@@ -64,12 +92,12 @@ async def ensure_group(client: RedisClient, stream: str, group: str) -> None:
             raise
 
 
-def stream_entries(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
+def stream_entries(raw: RawEntries) -> list[Entry]:
     # A deleted-but-pending entry comes back with no fields; skip its body.
     return [(entry_id, fields[keys.STREAM_FIELD]) for entry_id, fields in raw if fields]
 
 
-def _ids(raw: list[tuple[bytes, dict[bytes, bytes] | None]]) -> list[bytes]:
+def _ids(raw: RawEntries) -> list[bytes]:
     return [entry_id for entry_id, _ in raw]
 
 
@@ -173,32 +201,20 @@ class GroupConsumer:
 
     async def reclaim(self, min_idle_ms: int) -> int:
         """Take over entries idle for ``min_idle_ms`` in other consumers' lists."""
-        total = 0
-        cursor: bytes | str = "0-0"
-        while True:
-            result: Any = await self.client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                min_idle_time=min_idle_ms,
-                start_id=cursor,
-                count=self.batch_size,
-            )
-            cursor, claimed = result[0], result[1]
-            if claimed:
-                total += len(claimed)
-                await self._handle(claimed, recovered=True)
-            if cursor in (b"0-0", "0-0") or not claimed:
-                break
-        if total:
-            log.info("reclaimed stream entries", stream=self.stream, count=total)
-            if self._on_reclaim:
-                self._on_reclaim(self.stream, total)
+        total = await claim_all(
+            self.client,
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_ms,
+            self.batch_size,
+            lambda claimed: self._handle(claimed, recovered=True),
+        )
+        if total and self._on_reclaim:
+            self._on_reclaim(self.stream, total)
         return total
 
-    async def _handle(
-        self, raw: list[tuple[bytes, dict[bytes, bytes] | None]], recovered: bool
-    ) -> None:
+    async def _handle(self, raw: RawEntries, recovered: bool) -> None:
         entries = stream_entries(raw)
         if entries:
             await self.handler(entries, recovered)

@@ -101,13 +101,7 @@ class Outbox:
         """
         if not self._ops:
             return []
-        if self._fanout is not None:
-            results = await execute(self.redis, self._ops, [self._fanout])  # type: ignore[arg-type]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for name, args, kwargs in self._ops:
-                getattr(pipe, name)(*args, **kwargs)
-            results = await pipe.execute()
+        results = await execute(self.redis, self._ops, [self._fanout] if self._fanout else [])
         tagged: list[tuple[Any, Any]] = []
         for tag, result in zip(self._tags, results, strict=True):
             if isinstance(tag, _Many):

@@ -82,8 +82,11 @@ class PartitionManager:
         )
         return reader, asyncio.create_task(reader.run(), name="partition-reader")
 
+    def _slot(self, partition: int) -> int:
+        return 0 if self._shared_reader else partition
+
     def _reader_for(self, partition: int) -> PartitionReader:
-        slot = 0 if self._shared_reader else partition
+        slot = self._slot(partition)
         if slot not in self.readers:
             self.readers[slot] = self._new_reader()
         return self.readers[slot][0]
@@ -150,7 +153,10 @@ class PartitionManager:
 
     async def _stop_reading(self, partition: int) -> None:
         self._owned.discard(partition)
-        reader = self._reader_for(partition)
+        slot = self._slot(partition)
+        if slot not in self.readers:
+            return
+        reader = self.readers[slot][0]
         try:
             await asyncio.wait_for(
                 reader.remove(keys.command_stream(partition)),
@@ -159,7 +165,7 @@ class PartitionManager:
         except TimeoutError:
             log.warning("partition batch still running at release", partition=partition)
         if not self._shared_reader:
-            await self._close_reader(partition)
+            await self._close_reader(slot)
 
     async def _close_reader(self, slot: int) -> None:
         reader, task = self.readers.pop(slot)

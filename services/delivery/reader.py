@@ -28,11 +28,10 @@ from redis.exceptions import ResponseError
 
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.streams import Entry, ensure_group, stream_entries
+from shared.streams import Entry, RawEntries, claim_all, ensure_group, stream_entries
 
 log = get_logger(__name__)
 
-RawEntries = list[tuple[bytes, dict[bytes, bytes] | None]]
 BatchHandler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
 
 # A blocked read does not see a partition added meanwhile: bound the wait.
@@ -73,27 +72,17 @@ class PartitionReader:
         await ensure_group(self.client, stream, self.group)
         async with self._busy:
             # The lease says the previous owner is gone: no idle threshold.
-            cursor: bytes | str = "0-0"
-            total = 0
-            while True:
-                result: Any = await self.client.xautoclaim(
-                    stream,
-                    self.group,
-                    self.consumer,
-                    min_idle_time=0,
-                    start_id=cursor,
-                    count=self.batch_size,
-                )
-                cursor, claimed = result[0], result[1]
-                if claimed:
-                    total += len(claimed)
-                    await self._handle({stream: claimed})
-                if cursor in (b"0-0", "0-0") or not claimed:
-                    break
-            if total:
-                log.info("reclaimed stream entries", stream=stream, count=total)
-                if self._on_reclaim:
-                    self._on_reclaim(total)
+            total = await claim_all(
+                self.client,
+                stream,
+                self.group,
+                self.consumer,
+                0,
+                self.batch_size,
+                lambda claimed: self._handle({stream: claimed}),
+            )
+            if total and self._on_reclaim:
+                self._on_reclaim(total)
             self._backlog[stream] = True
         self._changed.set()
 

@@ -77,3 +77,21 @@ def test_undecodable_stream_entries_are_counted_not_silent() -> None:
     decoded = decode_entries("s", [(b"1-0", b"\xc1garbage"), (b"2-0", good)], decode_conn_event)
     assert [entry_id for entry_id, _ in decoded] == [b"2-0"]
     assert UNDECODABLE.labels(stream="s")._value.get() == before + 1
+
+
+def test_pubsub_endpoint_follows_the_redis_url() -> None:
+    import redis.asyncio as redis_asyncio
+
+    from shared.pubsub_conn import Endpoint
+
+    def endpoint(url: str) -> Endpoint:
+        pool = redis_asyncio.Redis.from_url(url).connection_pool
+        return Endpoint.from_kwargs(
+            {**pool.connection_kwargs, "connection_class": pool.connection_class}
+        )
+
+    tls = endpoint("rediss://:pw@example:6380/0")
+    assert (tls.host, tls.port, tls.password) == ("example", 6380, "pw")
+    assert tls.ssl_context is not None
+    plain = endpoint("redis://u:pw@h:1/0")
+    assert (plain.username, plain.password, plain.ssl_context) == ("u", "pw", None)
