@@ -248,6 +248,9 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 # Close codes.
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED = 1003
+# Never sent in a close frame: recorded when a peer that stopped answering
+# heartbeat pings is dropped without a closing handshake.
+CLOSE_ABNORMAL = 1006
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011

@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway import devtools, liveness, metrics
 from services.gateway.appkeys import HUB, LIMITER, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
+from services.gateway.heartbeat import heartbeat_loop
 from services.gateway.hub import Hub
 from services.gateway.relay import StreamRelay
 from services.gateway.session import drain, opened_event, websocket_handler
@@ -68,10 +69,12 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     beat = asyncio.create_task(
         liveness.liveness_loop(redis_client, gateway_id, conf.gateway_ttl_seconds, reannounce)
     )
-    idle = asyncio.create_task(liveness.idle_loop(hub, conf.idle_timeout_seconds))
+    sweep = asyncio.create_task(
+        heartbeat_loop(hub, conf.heartbeat_seconds, conf.idle_timeout_seconds)
+    )
     log.info("gateway started", gateway=gateway_id)
     yield
-    for task in (beat, idle):
+    for task in (beat, sweep):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

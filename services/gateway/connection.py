@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Set as AbstractSet
 
 from aiohttp import web
 
 from services.gateway import metrics
-from services.gateway.wsframe import text_frame
+from services.gateway.wsframe import PING_FRAME, text_frame
 from shared.logging import get_logger
-from shared.protocol import CLOSE_SLOW
+from shared.protocol import CLOSE_ABNORMAL, CLOSE_SLOW
 
 log = get_logger(__name__)
 
@@ -29,16 +30,18 @@ class Connection:
     __slots__ = (
         "_closed",
         "_closing",
+        "_watching",
         "close_code",
         "connection_id",
         "expires_at",
         "jti",
         "last_activity",
+        "last_received",
         "max_bytes",
         "name",
+        "pinged_at",
         "transport",
         "user_id",
-        "watching",
         "ws",
     )
 
@@ -61,8 +64,12 @@ class Connection:
         self.expires_at = expires_at
         self.jti = jti
         self.last_activity = time.monotonic()
+        # Any frame received (pongs included) proves the peer alive; the
+        # heartbeat sweep pings only connections silent for a whole interval.
+        self.last_received = self.last_activity
+        self.pinged_at = 0.0  # when the unanswered ping went out; 0: none
         self.max_bytes = max_bytes
-        self.watching: set[str] = set()
+        self._watching: set[str] | None = None  # most connections never watch anyone
         self.close_code: int | None = None
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
@@ -70,6 +77,20 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def watching(self) -> AbstractSet[str]:
+        """Users whose presence this connection watches."""
+        return self._watching if self._watching is not None else frozenset()
+
+    def watch(self, user_id: str) -> None:
+        if self._watching is None:
+            self._watching = set()
+        self._watching.add(user_id)
+
+    def unwatch(self, user_id: str) -> None:
+        if self._watching is not None:
+            self._watching.discard(user_id)
 
     def buffered(self) -> int:
         """Bytes written to this socket that the peer has not read yet."""
@@ -103,6 +124,20 @@ class Connection:
         """A frame the gateway answers itself (not a relayed push)."""
         metrics.FRAMES_OUT_DIRECT.inc()
         self.send(frame)
+
+    def ping(self, now: float) -> None:
+        self.pinged_at = now
+        self.write(PING_FRAME)
+
+    def drop(self) -> None:
+        """The peer stopped answering: abort the socket (no close handshake, code 1006)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.close_code = CLOSE_ABNORMAL
+        metrics.CLOSES.labels(code=str(CLOSE_ABNORMAL)).inc()
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self, code: int, reason: str = "") -> None:
         """Close from any task without waiting: nothing more is written, the socket closes."""

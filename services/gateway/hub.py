@@ -17,7 +17,7 @@ from services.gateway.connection import Connection
 from services.gateway.wsframe import text_frame
 from shared import keys
 from shared.logging import get_logger
-from shared.protocol import CLOSE_NORMAL, CLOSE_POLICY
+from shared.protocol import CLOSE_POLICY
 from shared.pubsub import Subscriber, create_subscriber
 from shared.push import decode_push
 from shared.redis_client import RedisClient
@@ -198,14 +198,6 @@ class Hub:
                 log.info("closing connection of a revoked token", connectionId=conn.connection_id)
                 conn.close(CLOSE_POLICY, "token revoked")
 
-    def close_idle(self, idle_seconds: float) -> int:
-        """Close connections that sent nothing for ``idle_seconds``."""
-        cutoff = time.monotonic() - idle_seconds
-        idle = [c for c in self.connections.values() if c.last_activity < cutoff]
-        for conn in idle:
-            conn.close(CLOSE_NORMAL, "idle timeout")
-        return len(idle)
-
     def broadcast(self, frame: bytes) -> None:
         """The same bytes to every local connection (system notices, resync)."""
         wire = text_frame(frame)
@@ -219,7 +211,7 @@ class Hub:
         """Relay ``user_id``'s presence updates to ``conn`` (one subscription per gateway)."""
         if user_id in conn.watching:
             return
-        conn.watching.add(user_id)
+        conn.watch(user_id)
         self.watchers.setdefault(user_id, {})[conn.connection_id] = conn
         try:
             await self.acquire(keys.presence_channel(user_id))
@@ -234,7 +226,7 @@ class Hub:
         await self.release(keys.presence_channel(user_id))
 
     def _forget_watch(self, conn: Connection, user_id: str) -> None:
-        conn.watching.discard(user_id)
+        conn.unwatch(user_id)
         watchers = self.watchers.get(user_id)
         if watchers is not None:
             watchers.pop(conn.connection_id, None)

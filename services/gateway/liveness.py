@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from services.gateway.hub import Hub
 from shared import keys
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -42,17 +41,6 @@ async def liveness_loop(
                 reannounce()
         except REDIS_ERRORS as exc:
             log.warning("liveness refresh failed", error=str(exc))
-
-
-async def idle_loop(hub: Hub, idle_seconds: float) -> None:
-    """Close connections that stayed silent (no frame at all) for too long."""
-    if idle_seconds <= 0:
-        return
-    while True:
-        await asyncio.sleep(min(idle_seconds / 4, 30.0))
-        closed = hub.close_idle(idle_seconds)
-        if closed:
-            log.info("closed idle connections", count=closed)
 
 
 async def retire(redis_client: RedisClient, gateway_id: str) -> None:

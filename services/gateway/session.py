@@ -22,13 +22,13 @@ from services.gateway.admission import admit
 from services.gateway.appkeys import HUB, RELAY
 from services.gateway.connection import Connection
 from services.gateway.dispatch import dispatch
+from services.gateway.wsframe import pong_frame
 from shared import keys
 from shared.events import ConnClosed, ConnOpened, encode_event
 from shared.logging import get_logger
 from shared.protocol import (
     CLOSE_INTERNAL,
     CLOSE_RESTART,
-    CLOSE_TOKEN_EXPIRED,
     CLOSE_UNSUPPORTED,
     Connected,
     encode,
@@ -51,7 +51,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return identity
 
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_seconds,
+        # Heartbeats are one sweep for all sockets (see heartbeat), so pings
+        # and pongs come to the read loop instead of aiohttp's own handling.
+        heartbeat=None,
+        autoping=False,
         # aiohttp refuses frames of max_msg_size bytes or more; the protocol
         # closes only frames larger than the limit.
         max_msg_size=settings.max_frame_bytes + 1,
@@ -78,7 +81,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     user_channel = keys.user_channel(conn.user_id)
     subscribed = False
     registered = False
-    expiry: asyncio.TimerHandle | None = None
     try:
         try:
             await hub.acquire(user_channel)
@@ -104,23 +106,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         )
         # Wait for the event to be durable: presence and offline delivery
         # depend on it, so a gateway that cannot record it ends the session.
-        opened = opened_event(hub.gateway_id, conn)
         if not await relay.append_and_wait(
-            keys.connection_event_stream(), encode_event(opened), settings.event_stream_maxlen
+            keys.connection_event_stream(),
+            encode_event(opened_event(hub.gateway_id, conn)),
+            settings.event_stream_maxlen,
         ):
             conn.close(CLOSE_INTERNAL, "backing store unavailable")
             return ws
-        expiry = asyncio.get_running_loop().call_later(
-            max(identity.expires_at - time.time(), 0.0),
-            conn.close,
-            CLOSE_TOKEN_EXPIRED,
-            "token expired",
-        )
+        # The token's expiry (4001) is enforced by the heartbeat sweep.
+        del identity
         log.info("connected")
         await _read_loop(request.app, ws, conn)
     finally:
-        if expiry is not None:
-            expiry.cancel()
         await conn.finish()
         if registered:
             hub.remove(conn)
@@ -153,11 +150,17 @@ def opened_event(gateway_id: str, conn: Connection) -> ConnOpened:
 
 
 async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Connection) -> None:
+    clock = time.monotonic
     async for msg in ws:
         if conn.closed:
             break
+        conn.last_received = clock()
         if msg.type == WSMsgType.TEXT:
             await dispatch(app, conn, msg.data)
+        elif msg.type == WSMsgType.PING:
+            conn.write(pong_frame(msg.data))
+        elif msg.type == WSMsgType.PONG:
+            pass  # its arrival (last_received) is what the heartbeat sweep wanted
         elif msg.type == WSMsgType.BINARY:
             metrics.FRAMES_IN.labels(type="binary").inc()
             conn.close(CLOSE_UNSUPPORTED, "binary frames are not supported")

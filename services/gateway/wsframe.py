@@ -11,16 +11,33 @@ from __future__ import annotations
 
 import struct
 
-_FIN_TEXT = 0x81
+_FIN = 0x80
+_TEXT = 0x1
+_PING = 0x9
+_PONG = 0xA
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    first = _FIN | opcode
+    size = len(payload)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + payload
 
 
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked text frame carrying ``payload``."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((_FIN_TEXT, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
-    return header + payload
+    return _frame(_TEXT, payload)
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The answer to a ping: its application data echoed (at most 125 bytes, RFC 6455 §5.5)."""
+    return _frame(_PONG, payload[:125])
+
+
+# Every heartbeat ping is the same two bytes.
+PING_FRAME = _frame(_PING, b"")

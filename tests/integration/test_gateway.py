@@ -106,6 +106,66 @@ def _close_code(sock: socket.socket) -> int | None:
     return int.from_bytes(data[marker + 2 : marker + 4], "big")
 
 
+def _received_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sent until it closed the socket (TimeoutError if it never does)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    """A client frame (clients must mask, RFC 6455 §5.3)."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+
+
+async def test_heartbeat_drops_a_silent_peer_and_keeps_answering_ones(fresh_stack) -> None:
+    gateway = fresh_stack.start("gateway", CHAT_HEARTBEAT_SECONDS="0.4")
+    fresh_stack.start("presence")
+    # aiohttp's client answers pings while it reads: a live device.
+    live = await ChatClient.connect(gateway.ws_url, uid("alive"))
+    dead = await asyncio.to_thread(_raw_websocket, gateway.port, uid("gone"))
+    pinger = await asyncio.to_thread(_raw_websocket, gateway.port, uid("pinger"))
+    try:
+        # A client's own ping is answered with its payload echoed.
+        pinger.sendall(_masked(0x9, b"hey"))
+        data = b""
+        pinger.settimeout(5)
+        while b"\x8a\x03hey" not in data:
+            data += await asyncio.to_thread(pinger.recv, 4096)
+        # The peer that never answers is pinged, then dropped without a close
+        # frame; the one that answers lives on.
+        received = await asyncio.to_thread(_received_until_closed, dead)
+        assert b"\x89\x00" in received, received[-40:]
+        assert b"\x88" not in received.split(b"\x89\x00", 1)[1]
+        assert (await live.request({"type": "ping"}, "pong"))["type"] == "pong"
+        _, body = gateway.http_get("/metrics")
+        assert b'chat_gateway_closes_total{code="1006"}' in body
+    finally:
+        dead.close()
+        pinger.close()
+        await live.close()
+
+
+async def test_idle_connection_is_closed_though_it_answers_pings(fresh_stack) -> None:
+    """Pongs keep a socket alive but are not requests: a silent tab is closed (1000)."""
+    gateway = fresh_stack.start(
+        "gateway", CHAT_HEARTBEAT_SECONDS="0.2", CHAT_IDLE_TIMEOUT_SECONDS="1.5"
+    )
+    fresh_stack.start("presence")
+    client = await ChatClient.connect(gateway.ws_url, uid("idle"))
+    try:
+        assert await client.wait_closed(timeout=10) == 1000
+    finally:
+        await client.close()
+
+
 async def test_sigterm_drains_with_1012_and_exits(fresh_stack) -> None:
     gateway = fresh_stack.start("gateway", CHAT_DRAIN_SECONDS="1")
     clients = [await ChatClient.connect(gateway.ws_url, uid("d")) for _ in range(5)]

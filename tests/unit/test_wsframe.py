@@ -9,7 +9,7 @@ from aiohttp import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.base_protocol import BaseProtocol
 
-from services.gateway.wsframe import text_frame
+from services.gateway.wsframe import PING_FRAME, pong_frame, text_frame
 
 
 class _Sink(asyncio.Transport):
@@ -40,3 +40,15 @@ async def test_text_frame_matches_aiohttp_writer(size: int) -> None:
     writer = WebSocketWriter(BaseProtocol(asyncio.get_running_loop()), sink)
     await writer.send_frame(payload, WSMsgType.TEXT)
     assert text_frame(payload) == bytes(sink.data)
+
+
+@pytest.mark.parametrize("size", [0, 3, 125])
+async def test_control_frames_match_aiohttp_writer(size: int) -> None:
+    payload = bytes(range(size))
+    sink = _Sink()
+    writer = WebSocketWriter(BaseProtocol(asyncio.get_running_loop()), sink)
+    await writer.send_frame(payload, WSMsgType.PONG)
+    assert pong_frame(payload) == bytes(sink.data)
+    sink.data.clear()
+    await writer.send_frame(b"", WSMsgType.PING)
+    assert bytes(sink.data) == PING_FRAME
