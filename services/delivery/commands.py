@@ -91,7 +91,7 @@ class CommandRouter:
         outbox = Outbox(self.redis, self.settings)
         sends = [r for r in requests if isinstance(r.command.frame, SendMessage)]
         if sends:
-            metrics.COMMANDS.labels(type="send_message").inc(len(sends))
+            metrics.COMMANDS_BY_TYPE["send_message"].inc(len(sends))
             await self._guard(sends, outbox, self.send.handle(sends, outbox))
         for request in requests:
             if not isinstance(request.command.frame, SendMessage):
@@ -123,7 +123,7 @@ class CommandRouter:
 
     async def _one(self, request: Request, outbox: Outbox) -> None:
         frame = request.command.frame
-        metrics.COMMANDS.labels(type=str(type(frame).__struct_config__.tag)).inc()
+        metrics.COMMANDS_BY_TYPE[str(type(frame).__struct_config__.tag)].inc()
         if isinstance(frame, FetchHistory):
             await self.history.fetch(request, frame, outbox)
         elif isinstance(frame, Sync):

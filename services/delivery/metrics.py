@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.labels import LabelCache
+
 COMMANDS = Counter("chat_delivery_commands_total", "Commands handled", ["type"])
+COMMANDS_BY_TYPE = LabelCache(COMMANDS, "type")
 BATCH_SIZE = Histogram(
     "chat_delivery_batch_size",
     "Stream entries handled per batch",

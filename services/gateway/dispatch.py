@@ -92,11 +92,11 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
     try:
         frame = decode_client_frame(data)
     except FrameError as exc:
-        metrics.FRAMES_IN.labels(type="invalid").inc()
+        metrics.FRAMES_IN_BY_TYPE["invalid"].inc()
         send_error(conn, exc.code, exc.message, exc.request_id)
         return
     tag = type(frame).__struct_config__.tag
-    metrics.FRAMES_IN.labels(type=str(tag)).inc()
+    metrics.FRAMES_IN_BY_TYPE[str(tag)].inc()
     request_id = getattr(frame, "request_id", None)
     if request_id is not None:
         with structlog.contextvars.bound_contextvars(requestId=request_id):
@@ -114,7 +114,7 @@ async def _handle(
     if isinstance(frame, Ping):
         pong = Pong(request_id=frame.request_id, server_time=int(time.time() * 1000))
         conn.send_direct(encode(pong))
-        metrics.ROUND_TRIP.labels(type="ping").observe(time.perf_counter() - started)
+        metrics.ROUND_TRIP_BY_TYPE["ping"].observe(time.perf_counter() - started)
         return
     if isinstance(frame, SubscribePresence | UnsubscribePresence):
         try:

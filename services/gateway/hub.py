@@ -176,7 +176,7 @@ class Hub:
             target = self.connections.get(push.connection_id)
             if target is not None:
                 if push.accepted_at is not None and push.request_type:
-                    metrics.ROUND_TRIP.labels(type=push.request_type).observe(
+                    metrics.ROUND_TRIP_BY_TYPE[push.request_type].observe(
                         max(time.time() - push.accepted_at, 0.0)
                     )
                 target.send(push.frame)

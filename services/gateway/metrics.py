@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.labels import LabelCache
+
 CONNECTIONS = Gauge("chat_gateway_connections", "Open WebSocket connections on this gateway")
 CONNECTS = Counter("chat_gateway_connects_total", "WebSocket upgrades accepted")
 AUTH_FAILURES = Counter(
@@ -45,3 +47,7 @@ RATE_LIMITED = Counter(
 REDIS_RECONNECTS = Counter(
     "chat_gateway_pubsub_reconnects_total", "Times the pub/sub connection was re-established"
 )
+
+# Children used per frame or per reply, by type.
+FRAMES_IN_BY_TYPE = LabelCache(FRAMES_IN, "type")
+ROUND_TRIP_BY_TYPE = LabelCache(ROUND_TRIP, "type")

@@ -95,3 +95,19 @@ def test_pubsub_endpoint_follows_the_redis_url() -> None:
     assert tls.ssl_context is not None
     plain = endpoint("redis://u:pw@h:1/0")
     assert (plain.username, plain.password, plain.ssl_context) == ("u", "pw", None)
+
+
+def test_label_cache_resolves_each_child_once() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from shared.labels import LabelCache
+
+    registry = CollectorRegistry()
+    counter = Counter("probe_total", "probe", ["type"], registry=registry)
+    cache = LabelCache(counter, "type")
+    cache["a"].inc()
+    cache["a"].inc(2)
+    cache["b"].inc()
+    assert cache["a"] is counter.labels(type="a")
+    assert registry.get_sample_value("probe_total", {"type": "a"}) == 3
+    assert registry.get_sample_value("probe_total", {"type": "b"}) == 1
