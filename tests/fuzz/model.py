@@ -352,13 +352,13 @@ def _reject_constant(_: str) -> Any:  # NaN, Infinity: not JSON
     raise _NotJson
 
 
-def _has_lone_surrogate(value: Any) -> bool:
+def has_lone_surrogate(value: Any) -> bool:
     if isinstance(value, str):
         return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
     if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
+        return any(has_lone_surrogate(v) for v in value)
     if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
     return False
 
 
@@ -384,7 +384,7 @@ def expect_bytes(data: bytes) -> Expected:
         return Expected(None, ambiguous=True)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return Expected(INVALID_FORMAT)
-    if _has_lone_surrogate(value):  # "\ud800": not a Unicode string
+    if has_lone_surrogate(value):  # "\ud800": not a Unicode string
         return Expected(INVALID_FORMAT)
     expected = expect_value(value)
     if out_of_range:
