@@ -368,7 +368,16 @@ def test_phone_layout_history_and_errors(people: People) -> None:
     expect(texts(grace).first).to_have_text("idea #12")
     expect(texts(grace).last).to_be_in_viewport()
     expect(grace.get_by_test_id("load-older")).to_be_visible()
-    grace.get_by_test_id("message-scroller").evaluate("el => { el.scrollTop = 0 }")
+    # Held at the top (a render caused by a receipt arriving right after one
+    # scroll may move the view back down before its scroll event is seen).
+    grace.wait_for_function(
+        """() => {
+            document.querySelector('[data-testid="message-scroller"]').scrollTop = 0;
+            return document.querySelectorAll(
+                '[data-testid="message-list"] [data-testid="message-text"]').length === 61;
+        }""",
+        timeout=15_000,
+    )
     expect(texts(grace)).to_have_count(61)
     expect(texts(grace).first).to_have_text("idea #1")
     expect(grace.get_by_test_id("history-start")).to_be_visible()
