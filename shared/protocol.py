@@ -7,6 +7,7 @@ object where an id belongs fails validation before it reaches any store.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -288,19 +289,17 @@ def decode_client_frame(data: str | bytes) -> ClientFrame:
         # Deep nesting trips msgspec's recursion guard; invalid UTF-8 inside a
         # string (or a lone surrogate in a str) fails decoding: both are
         # frames that are not valid JSON text.
-        raise FrameError(INVALID_FORMAT, "frame is not valid JSON") from None
+        raise _not_json(data) from None
 
 
 def _classify(data: str | bytes, detail: str) -> FrameError:
     try:
         raw = _any_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError, UnicodeError):
-        return FrameError(INVALID_FORMAT, "frame is not valid JSON")
+        return _not_json(data)
     if not isinstance(raw, dict):
         return FrameError(INVALID_FORMAT, "frame must be a JSON object")
-    request_id = raw.get("requestId")
-    if not isinstance(request_id, str) or len(request_id) > 64:
-        request_id = None
+    request_id = _echoable_request_id(raw)
     frame_type = raw.get("type")
     if not isinstance(frame_type, str):
         return FrameError(INVALID_FORMAT, "frame has no string 'type'", request_id)
@@ -309,6 +308,47 @@ def _classify(data: str | bytes, detail: str) -> FrameError:
             UNKNOWN_MESSAGE_TYPE, f"unknown message type {frame_type[:64]!r}", request_id
         )
     return FrameError(INVALID_MESSAGE, detail, request_id)
+
+
+def _echoable_request_id(raw: dict[str, Any]) -> str | None:
+    request_id = raw.get("requestId")
+    if not isinstance(request_id, str) or len(request_id) > 64 or _has_surrogate(request_id):
+        return None
+    return request_id
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN, Infinity: not JSON
+
+
+def _not_json(data: str | bytes) -> FrameError:
+    """INVALID_FORMAT, echoing the requestId when only the strings were at fault.
+
+    JSON text whose strings escape a lone surrogate (``"\\ud800"``) is not
+    Unicode, so msgspec refuses the whole frame; Python's json still reads
+    it, which finds the requestId so the client can match the error to its
+    request. Only on this error path, for frames at most the frame limit.
+    """
+    try:
+        # Strict UTF-8 first: json.loads would let surrogate bytes through.
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not UTF-8, or not JSON
+        raw = None
+    request_id = None
+    if isinstance(raw, dict) and _has_surrogate(raw):
+        request_id = _echoable_request_id(raw)
+    return FrameError(INVALID_FORMAT, "frame is not valid JSON", request_id)
 
 
 def encode(frame: msgspec.Struct) -> bytes:

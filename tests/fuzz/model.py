@@ -385,7 +385,11 @@ def expect_bytes(data: bytes) -> Expected:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return Expected(INVALID_FORMAT)
     if has_lone_surrogate(value):  # "\ud800": not a Unicode string
-        return Expected(INVALID_FORMAT)
+        # Still JSON: the error echoes a requestId that is itself Unicode.
+        request_id = echoed_request_id(value) if isinstance(value, dict) else None
+        if request_id is not None and has_lone_surrogate(request_id):
+            request_id = None
+        return Expected(INVALID_FORMAT, request_id)
     expected = expect_value(value)
     if out_of_range:
         return Expected(

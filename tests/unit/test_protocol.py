@@ -5,6 +5,7 @@ import pytest
 
 from shared.protocol import (
     CLIENT_FRAME_TYPES,
+    INVALID_FORMAT,
     Conversation,
     FrameError,
     Message,
@@ -101,3 +102,20 @@ def test_error_frame_shape() -> None:
         "type": "error", "code": "RATE_LIMITED", "message": "slow down",
         "requestId": "r1", "retryAfterMs": 1500,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "request_id"),
+    [
+        # Valid JSON, but a string escapes a lone surrogate: still matched to its request.
+        (rb'{"type":"typing_indicator","conversationId":"\ud859","requestId":"r1"}', "r1"),
+        (rb'{"type":"ping","requestId":"\ud859"}', None),  # an id that cannot be echoed
+        (b'{"type":"typing_indicator","conversationId":"\xed\xa1\x99","requestId":"r1"}', None),
+        (b'{"type":"ping","x":NaN,"requestId":"r1"}', None),  # not JSON
+    ],
+)
+def test_frame_with_unusable_strings_is_invalid_format(data: bytes, request_id: str | None) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_client_frame(data)
+    assert info.value.code == INVALID_FORMAT
+    assert info.value.request_id == request_id
