@@ -136,19 +136,26 @@ class PartitionManager:
     async def _start_reading(self, partition: int) -> None:
         if self.on_acquire:
             self.on_acquire(partition)
-        self._owned.add(partition)
         reader = self._reader_for(partition)
         # Everything pending in the group belongs to a previous owner (or to
         # this instance before a restart): the reader takes it over first.
-        while True:
-            try:
-                await reader.add(keys.command_stream(partition))
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("takeover failed; retrying", partition=partition, error=str(exc))
-                await asyncio.sleep(0.5)
+        try:
+            await reader.add(keys.command_stream(partition))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Retrying here would stall the renewal of every other lease this
+            # instance holds: give the partition back; the next rebalance (or
+            # another instance) takes it over again, pending entries included.
+            log.warning(
+                "takeover failed; partition given back", partition=partition, error=str(exc)
+            )
+            if not self._shared_reader:
+                await self._close_reader(self._slot(partition))
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.leases[partition].release()
+            return
+        self._owned.add(partition)
         log.info("partition acquired", partition=partition, fence=self.leases[partition].fence)
 
     async def _stop_reading(self, partition: int) -> None:

@@ -183,6 +183,8 @@ class PartitionReader:
 
     async def _handle(self, batch: dict[str, RawEntries]) -> None:
         entries = {stream: stream_entries(raw) for stream, raw in batch.items()}
-        await self.handler({s: e for s, e in entries.items() if e})
+        bodies: dict[str, Sequence[Entry]] = {s: e for s, e in entries.items() if e}
+        if bodies:  # entries deleted while pending have no body: only acked
+            await self.handler(bodies)
         for stream, raw in batch.items():
             self._to_ack.setdefault(stream, []).extend(entry_id for entry_id, _ in raw)

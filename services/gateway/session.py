@@ -162,7 +162,7 @@ async def _read_loop(app: web.Application, ws: web.WebSocketResponse, conn: Conn
         elif msg.type == WSMsgType.PONG:
             pass  # its arrival (last_received) is what the heartbeat sweep wanted
         elif msg.type == WSMsgType.BINARY:
-            metrics.FRAMES_IN.labels(type="binary").inc()
+            metrics.FRAMES_IN_BY_TYPE["binary"].inc()
             conn.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
             break
         elif msg.type == WSMsgType.ERROR:

@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 import redis.asyncio as redis
 
+from services.delivery.partitions import PartitionManager
 from services.delivery.reader import PartitionReader
 from shared import keys
+from shared.lease import Lease
+from shared.settings import Settings
 from shared.streams import Entry
 from tests.support.chat import until
 
@@ -137,3 +140,42 @@ async def test_removed_partition_is_not_handled(client) -> None:
         assert reader.streams == [a]
     finally:
         await _stop(reader, task)
+
+
+async def test_failed_takeover_gives_the_partition_back_and_other_leases_live_on(
+    redis_server,
+) -> None:
+    """A takeover that fails must not hold up the rebalance (and with it the
+    renewal of every other lease): the partition is released and taken over
+    again by a later rebalance, its pending entries included."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/250"  # a database of its own
+    client = redis.Redis.from_url(url)
+    await client.flushdb()
+    settings = Settings.from_env(
+        {
+            "CHAT_REDIS_URL": url,
+            "CHAT_COMMAND_PARTITIONS": "2",
+            "CHAT_INSTANCE_ID": "d-takeover",
+            "CHAT_BLOCK_MS": "100",
+        }
+    )
+    stream = keys.command_stream(0)
+    await client.xgroup_create(stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
+    await _add(client, stream, b"left-by-the-dead")
+    await client.xreadgroup(keys.DELIVERY_GROUP, "dead", {stream: ">"}, count=10)
+    record = Recorder()
+    record.fail_next = 1  # the store is down during the first takeover
+    manager = PartitionManager(client, settings, record)
+    try:
+        await asyncio.wait_for(manager.rebalance(), 10)
+        assert manager.owned == [1]
+        other = Lease(client, keys.partition_resource(0), 10_000, "someone-else")
+        assert await other.acquire()  # partition 0 is free for another instance
+        await other.release()
+        await asyncio.wait_for(manager.rebalance(), 10)
+        assert manager.owned == [0, 1]
+        assert record.bodies(stream) == [b"left-by-the-dead"]
+    finally:
+        await manager.stop()
+        await client.flushdb()
+        await client.aclose()

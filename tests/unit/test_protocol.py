@@ -119,3 +119,12 @@ def test_frame_with_unusable_strings_is_invalid_format(data: bytes, request_id: 
         decode_client_frame(data)
     assert info.value.code == INVALID_FORMAT
     assert info.value.request_id == request_id
+
+
+@pytest.mark.parametrize("depth", [10, 500, 990, 5000])
+def test_deep_frame_with_a_surrogate_is_an_error_not_a_crash(depth: int) -> None:
+    nested = "[" * depth + '"\\ud800"' + "]" * depth
+    with pytest.raises(FrameError) as info:
+        decode_client_frame(f'{{"type":"ping","requestId":"r1","x":{nested}}}'.encode())
+    assert info.value.code == INVALID_FORMAT
+    assert info.value.request_id in ("r1", None)  # echoed where Python's json could read it
