@@ -281,6 +281,13 @@ def decode_client_frame(data: str | bytes) -> ClientFrame:
     The typed decode is the fast path; only a frame that fails it is decoded a
     second time, loosely, to tell which protocol error it deserves.
     """
+    if isinstance(data, bytes) and not data.isascii():
+        # msgspec checks the UTF-8 of the strings it keeps, not of fields it
+        # skips: a frame with invalid UTF-8 in an unknown field would pass.
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_json(data) from None
     try:
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:

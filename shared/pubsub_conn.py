@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import hiredis
 
@@ -24,6 +24,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 OnMessage = Callable[[bytes, bytes], None]
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
 OnEvent = Callable[[], None]
 
 CONNECT_TIMEOUT = 2.0
@@ -31,11 +32,20 @@ CONFIRM_TIMEOUT = 5.0
 HEALTH_INTERVAL = 10.0  # a PING this often; no answer within two intervals is a dead link
 
 
-def encode_command(*args: bytes | str) -> bytes:
-    """RESP array of bulk strings."""
+def encode_command(*args: bytes | str | int | float) -> bytes:
+    """RESP array of bulk strings (numbers as redis-py writes them)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot send {type(arg).__name__} to redis")
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
 
@@ -79,31 +89,54 @@ class Endpoint:
             ssl_context=context,
         )
 
+    async def open(self, factory: Callable[[], ProtocolT]) -> tuple[asyncio.Transport, ProtocolT]:
+        """Connect (TCP, TLS or a Unix socket) within CONNECT_TIMEOUT."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if self.path:
+                return await loop.create_unix_connection(factory, self.path)
+            return await loop.create_connection(
+                factory,
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                server_hostname=self.host if self.ssl_context else None,
+            )
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, owner: PubSubConnection) -> None:
-        self._owner = owner
-        self._reader = hiredis.Reader()
-        self._transport: asyncio.BaseTransport | None = None
+
+class ReplyReader(asyncio.Protocol):
+    """Replies parsed by hiredis in ``data_received``, each handed to ``on_reply`` at once."""
+
+    def __init__(
+        self,
+        on_reply: Callable[[Any], None],
+        on_protocol_error: Callable[[ReplyReader, Exception], None],
+        on_lost: Callable[[ReplyReader, Exception | None], None],
+        reader: hiredis.Reader | None = None,
+    ) -> None:
+        self._on_reply = on_reply
+        self._on_protocol_error = on_protocol_error
+        self._on_lost = on_lost
+        self._reader = reader or hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
-        owner = self._owner
+        on_reply = self._on_reply
         try:
             reply = reader.gets()
             while reply is not False:
-                owner.on_reply(reply)
+                on_reply(reply)
                 reply = reader.gets()
         except hiredis.ProtocolError as exc:
-            log.error("redis protocol error on the pub/sub connection", error=str(exc))
-            owner.abort()
+            self._on_protocol_error(self, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.on_lost(self._transport, exc)
+        self._on_lost(self, exc)
 
 
 class PubSubConnection:
@@ -168,19 +201,9 @@ class PubSubConnection:
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         endpoint = self.endpoint
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            if endpoint.path:
-                transport, _ = await loop.create_unix_connection(
-                    lambda: _Protocol(self), endpoint.path
-                )
-            else:
-                transport, _ = await loop.create_connection(
-                    lambda: _Protocol(self),
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=endpoint.ssl_context,
-                    server_hostname=endpoint.host if endpoint.ssl_context else None,
-                )
+        transport, _ = await endpoint.open(
+            lambda: ReplyReader(self.on_reply, self._protocol_error, self._reader_lost)
+        )
         self._transport = transport
         self._last_pong = loop.time()
         head = b""
@@ -285,6 +308,13 @@ class PubSubConnection:
             # Not asked for: the server dropped it (its slot moved).
             self.channels.discard(channel)
             self._on_moved(channel)
+
+    def _protocol_error(self, _reader: ReplyReader, exc: Exception) -> None:
+        log.error("redis protocol error on the pub/sub connection", error=str(exc))
+        self.abort()
+
+    def _reader_lost(self, reader: ReplyReader, exc: Exception | None) -> None:
+        self.on_lost(reader.transport, exc)
 
     def on_lost(self, transport: asyncio.BaseTransport | None, exc: Exception | None) -> None:
         if transport is not self._transport:

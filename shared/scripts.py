@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from shared.command_conn import CommandConnection
 from shared.redis_client import RedisClient
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -33,7 +34,10 @@ def load_script(client: RedisClient, name: str) -> AsyncScript:
 
 
 async def run_many(
-    client: RedisClient, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+    client: RedisClient,
+    script: AsyncScript,
+    calls: Sequence[tuple[list[str], list[Any]]],
+    conn: CommandConnection | None = None,
 ) -> list[Any]:
     """Run one script for many key sets: pipelined on standalone Redis.
 
@@ -48,11 +52,23 @@ async def run_many(
     ops: list[Op] = [
         ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for keys_, args in calls
     ]
-    return await execute(client, ops, [script])
+    return await execute(client, ops, [script], conn)
+
+
+async def _run(client: RedisClient, ops: Sequence[Op], conn: CommandConnection | None) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for name, args, kwargs in ops:
+        getattr(pipe, name)(*args, **kwargs)
+    if conn is not None:
+        return await conn.execute(pipe, raise_on_error=False)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 async def execute(
-    client: RedisClient, ops: Sequence[Op], scripts: Sequence[AsyncScript] = ()
+    client: RedisClient,
+    ops: Sequence[Op],
+    scripts: Sequence[AsyncScript] = (),
+    conn: CommandConnection | None = None,
 ) -> list[Any]:
     """Run ``ops`` (pipeline method, args, kwargs) as one pipeline; raise the first error.
 
@@ -60,20 +76,16 @@ async def execute(
     pipeline asks SCRIPT EXISTS before every execute, a round trip per
     batch. Here a script the server does not know (Redis restarted) answers
     NOSCRIPT; it is loaded and only the commands that failed are run again.
+    With ``conn`` (standalone Redis) the pipeline goes out on that held
+    connection instead of one from the client's pool.
     """
-    pipe = client.pipeline(transaction=False)
-    for name, args, kwargs in ops:
-        getattr(pipe, name)(*args, **kwargs)
-    results = list(await pipe.execute(raise_on_error=False))
+    results = await _run(client, ops, conn)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
         for script in scripts:
             script.sha = await client.script_load(script.script)
-        retry = client.pipeline(transaction=False)
-        for i in missing:
-            name, args, kwargs = ops[i]
-            getattr(retry, name)(*args, **kwargs)
-        for i, result in zip(missing, await retry.execute(raise_on_error=False), strict=True):
+        retried = await _run(client, [ops[i] for i in missing], conn)
+        for i, result in zip(missing, retried, strict=True):
             results[i] = result
     for result in results:
         if isinstance(result, Exception):

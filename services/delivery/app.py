@@ -22,6 +22,7 @@ from services.delivery.send import SendFlow
 from services.delivery.store import Store
 from services.delivery.typing import TypingFlow
 from shared import keys
+from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.mongo import MongoDB, create_mongo, database, ensure_indexes, mongo_ping
 from shared.redis_client import create_redis, wait_for_redis
@@ -51,15 +52,18 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     recent = RecentCache(redis_client, settings.history_cache_size)
     offline = OfflineQueue(redis_client, settings)
     typing = TypingFlow(cache, redis_client, settings)
+    # The fan-out pipeline of every batch goes out on one held connection.
+    conn = held_connection(redis_client)
     router = CommandRouter(
         redis_client,
         settings,
-        send=SendFlow(store, cache, recent, offline, settings, redis_client),
+        send=SendFlow(store, cache, recent, offline, settings, redis_client, conn),
         conversations=ConversationFlow(store, cache, settings),
         history=HistoryFlow(store, cache, recent),
         receipts=ReceiptFlow(store, cache),
         typing=typing,
         offline=offline,
+        conn=conn,
     )
     # A new partition owner must not trust seq counters from before.
     partitions = PartitionManager(
@@ -89,6 +93,8 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if conn is not None:
+        conn.close()
     await mongo.close()
 
 

@@ -23,6 +23,7 @@ from services.delivery.outbox import Outbox
 from services.delivery.receipts import ReceiptFlow
 from services.delivery.send import SendFlow
 from services.delivery.typing import TypingFlow
+from shared.command_conn import CommandConnection
 from shared.events import decode_command
 from shared.logging import get_logger
 from shared.protocol import (
@@ -70,8 +71,10 @@ class CommandRouter:
         receipts: ReceiptFlow,
         typing: TypingFlow,
         offline: OfflineQueue,
+        conn: CommandConnection | None = None,
     ) -> None:
         self.redis = redis_client
+        self.conn = conn
         self.settings = settings
         self.send = send
         self.conversations = conversations
@@ -88,7 +91,7 @@ class CommandRouter:
             for entry_id, command in decode_entries(stream, entries, decode_command)
         ]
         metrics.BATCH_SIZE.observe(len(requests))
-        outbox = Outbox(self.redis, self.settings)
+        outbox = Outbox(self.redis, self.settings, self.conn)
         sends = [r for r in requests if isinstance(r.command.frame, SendMessage)]
         if sends:
             metrics.COMMANDS_BY_TYPE["send_message"].inc(len(sends))

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.protocol import error_frame
 from shared.push import encode_push
 from shared.redis_client import RedisClient, publish_command
@@ -34,9 +35,12 @@ class _Many:
 
 
 class Outbox:
-    def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
+    def __init__(
+        self, redis_client: RedisClient, settings: Settings, conn: CommandConnection | None = None
+    ) -> None:
         self.redis = redis_client
         self.settings = settings
+        self.conn = conn  # standalone Redis: the pipeline goes out on this held connection
         self._publish = publish_command(settings)
         self._fanout = (
             None if isinstance(redis_client, RedisCluster) else load_script(redis_client, "fanout")
@@ -101,7 +105,9 @@ class Outbox:
         """
         if not self._ops:
             return []
-        results = await execute(self.redis, self._ops, [self._fanout] if self._fanout else [])
+        results = await execute(
+            self.redis, self._ops, [self._fanout] if self._fanout else [], self.conn
+        )
         tagged: list[tuple[Any, Any]] = []
         for tag, result in zip(self._tags, results, strict=True):
             if isinstance(tag, _Many):

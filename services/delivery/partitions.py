@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from services.delivery import metrics
 from services.delivery.reader import PartitionReader
 from shared import keys
+from shared.command_conn import held_connection
 from shared.lease import Lease
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -79,6 +80,7 @@ class PartitionManager:
             batch_size=self.settings.batch_size,
             block_ms=self.settings.block_ms,
             on_reclaim=metrics.RECLAIMED.inc,
+            conn=held_connection(self.redis),
         )
         return reader, asyncio.create_task(reader.run(), name="partition-reader")
 

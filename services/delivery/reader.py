@@ -26,6 +26,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.streams import Entry, RawEntries, claim_all, ensure_group, stream_entries
@@ -49,8 +50,10 @@ class PartitionReader:
         batch_size: int,
         block_ms: int,
         on_reclaim: Callable[[int], None] | None = None,
+        conn: CommandConnection | None = None,
     ) -> None:
         self.client = client
+        self.conn = conn  # standalone Redis: reads and XACKs on this held connection
         self.group = group
         self.consumer = consumer
         self.handler = handler
@@ -103,6 +106,8 @@ class PartitionReader:
             if self._to_ack:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await self._send()
+            if self.conn is not None:
+                self.conn.close()
 
     async def _loop(self) -> None:
         delay = 0.05
@@ -146,16 +151,21 @@ class PartitionReader:
         acked, self._to_ack = self._to_ack, {}
         for stream, ids in acked.items():
             pipe.xack(stream, self.group, *ids)
+        block = None
         if read:
+            block = None if "0" in read.values() else self.block_ms
             pipe.xreadgroup(
                 self.group,
                 self.consumer,
                 read,  # type: ignore[arg-type]
                 count=self.batch_size,
-                block=None if "0" in read.values() else self.block_ms,
+                block=block,
             )
         try:
-            results = await pipe.execute()
+            if self.conn is not None:
+                results = await self.conn.execute(pipe, block_ms=block or 0)
+            else:
+                results = await pipe.execute()
         except BaseException:
             for stream, acks in acked.items():  # sent again with the next read
                 self._to_ack.setdefault(stream, []).extend(acks)

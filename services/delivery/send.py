@@ -27,6 +27,7 @@ from services.delivery.outbox import Outbox
 from services.delivery.recent import RecentCache
 from services.delivery.store import Store, message_to_doc
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.events import MessageSent, encode_event
 from shared.logging import get_logger
 from shared.protocol import (
@@ -39,6 +40,7 @@ from shared.protocol import (
     encode,
 )
 from shared.redis_client import RedisClient
+from shared.scripts import Op, execute
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -74,8 +76,10 @@ class SendFlow:
         offline: OfflineQueue,
         settings: Settings,
         redis_client: RedisClient,
+        conn: CommandConnection | None = None,
     ) -> None:
         self.redis = redis_client
+        self.conn = conn
         self.store = store
         self.cache = cache
         self.recent = recent
@@ -143,10 +147,10 @@ class SendFlow:
         for item in pending:
             cid = item.conversation.conversation.id
             counts[cid] = counts.get(cid, 0) + 1
-        pipe = self.redis.pipeline(transaction=False)
-        for cid, count in counts.items():
-            pipe.incrby(keys.seq_counter_key(cid), count)
-        tops = dict(zip(counts, await pipe.execute(), strict=True))
+        ops: list[Op] = [
+            ("incrby", (keys.seq_counter_key(cid), count), {}) for cid, count in counts.items()
+        ]
+        tops = dict(zip(counts, await execute(self.redis, ops, conn=self.conn), strict=True))
         next_seq = {cid: int(tops[cid]) - counts[cid] for cid in counts}
         for item in pending:
             cid = item.conversation.conversation.id

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from services.gateway import metrics
 from shared import keys
+from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter, decision_from_reply
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -48,6 +49,8 @@ class StreamRelay:
     def __init__(self, redis_client: RedisClient, limiter: RateLimiter | None = None) -> None:
         self.redis = redis_client
         self.limiter = limiter
+        # Standalone Redis: every batch goes out on this held connection.
+        self.conn = held_connection(redis_client)
         self._items: list[_Item] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -63,6 +66,8 @@ class StreamRelay:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=5)
+        if self.conn is not None:
+            self.conn.close()
 
     def append(
         self,
@@ -116,7 +121,10 @@ class StreamRelay:
                 approximate=True,
             )
         try:
-            results = await pipe.execute(raise_on_error=False)
+            if self.conn is not None:
+                results = await self.conn.execute(pipe, raise_on_error=False)
+            else:
+                results = await pipe.execute(raise_on_error=False)
         except REDIS_ERRORS as exc:
             log.warning("stream append failed", error=str(exc), count=len(batch))
             results = [exc] * len(batch)
@@ -140,6 +148,7 @@ class StreamRelay:
                 for item in checked
                 if item.check is not None
             ],
+            self.conn,
         )
         refused: set[int] = set()
         for item, reply in zip(checked, replies, strict=True):

@@ -196,10 +196,15 @@ def test_valid_frames_decode_and_unknown_fields_are_ignored(
 def test_one_bad_field_is_invalid_message(case: tuple[dict[str, Any], Any]) -> None:
     frame, field = case
     request_id = None if field is REQUEST_ID else echoed_request_id(frame)
+    data = dumps(frame)
     with pytest.raises(FrameError) as info:
-        decode_client_frame(dumps(frame))
-    assert info.value.code == INVALID_MESSAGE, (info.value.message, frame)
-    assert info.value.request_id == request_id
+        decode_client_frame(data)
+    # A lone surrogate (in the bad value or elsewhere) makes the frame not
+    # UTF-8 text at all, which the decoder reports first, as the oracle says.
+    expected = expect_bytes(data).code
+    assert info.value.code == expected, (info.value.message, frame)
+    if expected == INVALID_MESSAGE:
+        assert info.value.request_id == request_id
 
 
 @FAST

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 import redis.asyncio as redis
@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from services.delivery.partitions import PartitionManager
 from services.delivery.reader import PartitionReader
 from shared import keys
+from shared.command_conn import CommandConnection, held_connection
 from shared.lease import Lease
 from shared.settings import Settings
 from shared.streams import Entry
@@ -45,6 +46,14 @@ async def client(redis_server) -> AsyncIterator[redis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture(params=["pool", "held"])
+def held(request: pytest.FixtureRequest) -> Callable[[redis.Redis], CommandConnection | None]:
+    """Reads and XACKs through redis-py's pool, or on a held connection (as in delivery)."""
+    if request.param == "pool":
+        return lambda _client: None
+    return held_connection  # type: ignore[return-value]
+
+
 async def _run(reader: PartitionReader) -> asyncio.Task[None]:
     return asyncio.create_task(reader.run())
 
@@ -64,10 +73,12 @@ async def _pending(client: redis.Redis, stream: str) -> int:
     return int((await client.xpending(stream, GROUP))["pending"])
 
 
-async def test_two_partitions_one_batch_then_acked(client) -> None:
+async def test_two_partitions_one_batch_then_acked(client, held) -> None:
     a, b = f"test:{uuid.uuid4().hex}:a", f"test:{uuid.uuid4().hex}:b"
     record = Recorder()
-    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)
+    )
     await reader.add(a)
     await reader.add(b)
     # Written before the reader runs: the first read finds both partitions.
@@ -85,11 +96,13 @@ async def test_two_partitions_one_batch_then_acked(client) -> None:
         await _stop(reader, task)
 
 
-async def test_failed_batch_stays_pending_and_is_redone_first(client) -> None:
+async def test_failed_batch_stays_pending_and_is_redone_first(client, held) -> None:
     a = f"test:{uuid.uuid4().hex}:a"
     record = Recorder()
     record.fail_next = 1
-    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)
+    )
     await reader.add(a)
     await _add(client, a, b"m1", b"m2")
     task = await _run(reader)
@@ -101,14 +114,16 @@ async def test_failed_batch_stays_pending_and_is_redone_first(client) -> None:
         await _stop(reader, task)
 
 
-async def test_entries_of_a_dead_consumer_are_taken_over_on_add(client) -> None:
+async def test_entries_of_a_dead_consumer_are_taken_over_on_add(client, held) -> None:
     a = f"test:{uuid.uuid4().hex}:a"
     await client.xgroup_create(a, GROUP, id="0", mkstream=True)
     await _add(client, a, b"x1", b"x2")
     # A previous owner read them and died before acknowledging.
     await client.xreadgroup(GROUP, "dead", {a: ">"}, count=10)
     record = Recorder()
-    reader = PartitionReader(client, GROUP, "d2", record, batch_size=100, block_ms=100)
+    reader = PartitionReader(
+        client, GROUP, "d2", record, batch_size=100, block_ms=100, conn=held(client)
+    )
     await reader.add(a)
     assert record.bodies(a) == [b"x1", b"x2"]
     # Acknowledged with the reader's next read, once they were handled.
@@ -124,10 +139,12 @@ async def test_entries_of_a_dead_consumer_are_taken_over_on_add(client) -> None:
         await _stop(reader, task)
 
 
-async def test_removed_partition_is_not_handled(client) -> None:
+async def test_removed_partition_is_not_handled(client, held) -> None:
     a, b = f"test:{uuid.uuid4().hex}:a", f"test:{uuid.uuid4().hex}:b"
     record = Recorder()
-    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)
+    )
     await reader.add(a)
     await reader.add(b)
     task = await _run(reader)

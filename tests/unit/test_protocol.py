@@ -112,6 +112,11 @@ def test_error_frame_shape() -> None:
         (rb'{"type":"ping","requestId":"\ud859"}', None),  # an id that cannot be echoed
         (b'{"type":"typing_indicator","conversationId":"\xed\xa1\x99","requestId":"r1"}', None),
         (b'{"type":"ping","x":NaN,"requestId":"r1"}', None),  # not JSON
+        # Invalid UTF-8 in fields the protocol does not define (msgspec skips
+        # them unchecked): the frame is still not UTF-8 text.
+        (b'{"type":"ping","requestId":"r1","x":"\xff"}', None),
+        (b'{"type":"ping","requestId":"r1","x\xed\xbf\xbf":1}', None),
+        (b'{"type":"ping","requestId":"r1","x":["\xed\xa1\x99"]}', None),
     ],
 )
 def test_frame_with_unusable_strings_is_invalid_format(data: bytes, request_id: str | None) -> None:
