@@ -163,16 +163,18 @@ class GroupConsumer:
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
+                self._backlog = True  # a failed batch is redone before anything new
                 if "NOGROUP" in str(exc):
                     group_ready = False  # the stream was lost (Redis restarted empty)
                 log.warning("stream consumer error", stream=self.stream, error=str(exc))
                 delay = await self._backoff(delay)
             except REDIS_ERRORS as exc:
+                self._backlog = True
                 log.warning("redis unavailable", stream=self.stream, error=str(exc))
                 delay = await self._backoff(delay)
             except Exception:
-                log.exception("batch handler failed; entries stay pending", stream=self.stream)
                 self._backlog = True
+                log.exception("batch handler failed; entries stay pending", stream=self.stream)
                 delay = await self._backoff(delay)
 
     async def _backoff(self, delay: float) -> float:

@@ -124,6 +124,7 @@ class PartitionReader:
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
+                self._redo()
                 if "NOGROUP" in str(exc):
                     # The stream was lost (Redis restarted empty): recreate the groups.
                     for stream in self.streams:
@@ -131,13 +132,18 @@ class PartitionReader:
                 log.warning("partition read failed", error=str(exc))
                 delay = await self._backoff(delay)
             except REDIS_ERRORS as exc:
+                self._redo()
                 log.warning("redis unavailable", error=str(exc))
                 delay = await self._backoff(delay)
             except Exception:
+                self._redo()
                 log.exception("batch handler failed; entries stay pending")
-                for stream in self._backlog:
-                    self._backlog[stream] = True
                 delay = await self._backoff(delay)
+
+    def _redo(self) -> None:
+        """After any failure (a Redis error included): our pending entries first."""
+        for stream in self._backlog:
+            self._backlog[stream] = True
 
     async def _backoff(self, delay: float) -> float:
         self._changed.clear()

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from services.delivery.partitions import PartitionManager
 from services.delivery.reader import PartitionReader
@@ -25,14 +27,15 @@ GROUP = "delivery"
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, failure: Exception | None = None) -> None:
         self.batches: list[dict[str, list[bytes]]] = []
         self.fail_next = 0
+        self.failure = failure or RuntimeError("store down")
 
     async def __call__(self, batches: dict[str, Sequence[Entry]]) -> None:
         if self.fail_next:
             self.fail_next -= 1
-            raise RuntimeError("store down")
+            raise self.failure
         self.batches.append({s: [body for _, body in e] for s, e in batches.items()})
 
     def bodies(self, stream: str) -> list[bytes]:
@@ -96,9 +99,21 @@ async def test_two_partitions_one_batch_then_acked(client, held) -> None:
         await _stop(reader, task)
 
 
-async def test_failed_batch_stays_pending_and_is_redone_first(client, held) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("store down"),
+        # Redis lost while the batch's fan-out was sent: redone once it is back.
+        RedisConnectionError("connection lost"),
+        ResponseError("OOM command not allowed"),
+    ],
+    ids=["handler", "redis-lost", "redis-refused"],
+)
+async def test_failed_batch_stays_pending_and_is_redone_first(
+    client, held, failure: Exception
+) -> None:
     a = f"test:{uuid.uuid4().hex}:a"
-    record = Recorder()
+    record = Recorder(failure)
     record.fail_next = 1
     reader = PartitionReader(
         client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)

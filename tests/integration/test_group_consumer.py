@@ -1,0 +1,61 @@
+"""The stream consumer of presence, metrics and connection events on a real
+Redis: a batch whose handler failed, for any reason, is redone before anything
+new, long before the idle-entry reclaim would take it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from shared import keys
+from shared.streams import Entry, GroupConsumer
+from tests.support.chat import until
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("store down"),
+        RedisConnectionError("connection lost"),  # Redis lost while the batch was handled
+        ResponseError("OOM command not allowed"),
+    ],
+    ids=["handler", "redis-lost", "redis-refused"],
+)
+async def test_failed_batch_is_redone_first(redis_server, failure: Exception) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    stream = f"test:{uuid.uuid4().hex}"
+    seen: list[bytes] = []
+    failures = [failure]
+
+    async def handler(entries: Sequence[Entry], recovered: bool) -> None:
+        if failures:
+            raise failures.pop()
+        seen.extend(body for _, body in entries)
+
+    # Reclaim of idle entries only after a minute: the redo must not rely on it.
+    consumer = GroupConsumer(
+        client, stream, "g", "c1", handler, block_ms=100, reclaim_idle_ms=60_000
+    )
+    for body in (b"m1", b"m2"):
+        await client.xadd(stream, {keys.STREAM_FIELD: body})
+    task = asyncio.create_task(consumer.run())
+    try:
+        await until(lambda: seen == [b"m1", b"m2"], 5)
+        pending = await client.xpending(stream, "g")
+        deadline = asyncio.get_running_loop().time() + 5
+        while pending["pending"]:
+            assert asyncio.get_running_loop().time() < deadline, pending
+            await asyncio.sleep(0.05)
+            pending = await client.xpending(stream, "g")
+    finally:
+        consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        await client.aclose()
