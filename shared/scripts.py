@@ -7,6 +7,7 @@ restart (script cache emptied) is handled transparently.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -29,8 +30,18 @@ def script_source(name: str) -> str:
     return (LUA_DIR / f"{name}.lua").read_text()
 
 
+_loaded: weakref.WeakKeyDictionary[RedisClient, dict[str, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def load_script(client: RedisClient, name: str) -> AsyncScript:
-    return client.register_script(script_source(name))
+    """The client's script object for ``name``, made once (it hashes the source)."""
+    scripts = _loaded.setdefault(client, {})
+    script = scripts.get(name)
+    if script is None:
+        script = scripts[name] = client.register_script(script_source(name))
+    return script
 
 
 async def run_many(

@@ -59,3 +59,15 @@ async def test_run_many_raises_the_first_error(redis_server) -> None:
             await execute(client, [("xadd", (key, {b"f": b"v"}), {})], [script])
     finally:
         await client.aclose()
+
+
+async def test_a_script_object_is_made_once_per_client(redis_server) -> None:
+    # Making one hashes the source: the fan-out path asks for it every batch.
+    first, second = redis.Redis.from_url(redis_server.url), redis.Redis.from_url(redis_server.url)
+    try:
+        assert load_script(first, "fanout") is load_script(first, "fanout")
+        assert load_script(first, "fanout") is not load_script(second, "fanout")
+        assert load_script(first, "fanout") is not load_script(first, "offline_enqueue")
+    finally:
+        await first.aclose()
+        await second.aclose()
