@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.hotmetrics import FastCounter, FastHistogram
 from shared.labels import LabelCache
 
 CONNECTIONS = Gauge("chat_gateway_connections", "Open WebSocket connections on this gateway")
@@ -12,7 +13,8 @@ AUTH_FAILURES = Counter(
     "chat_gateway_auth_failures_total", "Connection attempts refused", ["reason"]
 )
 FRAMES_IN = Counter("chat_gateway_frames_in_total", "Client frames received", ["type"])
-FRAMES_OUT = Counter("chat_gateway_frames_out_total", "Frames written to sockets", ["kind"])
+# Per push delivered: plain numbers exported at scrape time (see shared/hotmetrics.py).
+FRAMES_OUT = FastCounter("chat_gateway_frames_out_total", "Frames written to sockets", ["kind"])
 ERRORS = Counter("chat_gateway_errors_total", "Error frames sent to clients", ["code"])
 CLOSES = Counter("chat_gateway_closes_total", "Connections closed by the server", ["code"])
 SLOW_READER_CLOSES = Counter(
@@ -30,14 +32,14 @@ ROUND_TRIP = Histogram(
     ["type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-END_TO_END = Histogram(
+END_TO_END = FastHistogram(
     "chat_message_end_to_end_seconds",
     "Time from a send_message accepted by a gateway to the push written by a gateway",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 # Frames the gateway writes itself (connected, pong, errors, presence_state).
 FRAMES_OUT_DIRECT = FRAMES_OUT.labels(kind="direct")
-PUSHES = Counter("chat_gateway_pushes_total", "Pushes received from Redis", ["channel"])
+PUSHES = FastCounter("chat_gateway_pushes_total", "Pushes received from Redis", ["channel"])
 RELAY_FAILURES = Counter(
     "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"
 )
