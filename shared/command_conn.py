@@ -207,6 +207,11 @@ class CommandConnection:
                         raise RedisConnectionError(f"redis refused the connection: {reply}")
 
     def on_reply(self, reply: Any) -> None:
+        if not self._waiting:
+            # Nothing asked for this (a push we never subscribe to): out of step.
+            if self._protocol is not None:
+                self.lost(self._protocol, RedisConnectionError("unexpected reply from redis"))
+            return
         waiting = self._waiting[0]
         waiting.replies.append(reply)
         if len(waiting.replies) == waiting.count:
