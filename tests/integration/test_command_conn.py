@@ -46,6 +46,18 @@ def held(client: redis.Redis) -> Iterator[Held]:
         conn.close()
 
 
+async def _blocked(client: redis.Redis) -> int:
+    return int((await client.info("clients"))["blocked_clients"])
+
+
+async def _until_blocked(client: redis.Redis, more_than: int) -> None:
+    """Until Redis holds one more blocked client (our blocking command arrived)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while await _blocked(client) <= more_than:
+        assert asyncio.get_running_loop().time() < deadline, "the command never blocked"
+        await asyncio.sleep(0.01)
+
+
 def _stack(pipe, stream: str, key: str) -> None:  # type: ignore[no-untyped-def]
     pipe.incrby(key, 3)
     pipe.xadd(stream, {b"d": b"one"}, maxlen=100, approximate=True)
@@ -135,8 +147,9 @@ async def test_a_blocking_read_waits_past_the_timeout_by_its_block_time(
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
     pipe = client.pipeline(transaction=False)
     pipe.xreadgroup("g", "c", {stream: ">"}, count=1, block=600)
+    before = await _blocked(client)
     reading = asyncio.create_task(conn.execute(pipe, block_ms=600))
-    await asyncio.sleep(0.05)
+    await _until_blocked(client, before)
     await client.xadd(stream, {b"d": b"late"})
     [reply] = await reading
     assert reply[0][1][0][1] == {b"d": b"late"}
@@ -192,7 +205,7 @@ async def test_killed_redis_fails_waiting_calls_and_a_restarted_one_is_used_agai
         blocked = client.pipeline(transaction=False)
         blocked.blpop([f"l:{uuid.uuid4().hex}"], timeout=5)
         waiting = asyncio.create_task(conn.execute(blocked, block_ms=5000))
-        await asyncio.sleep(0.1)
+        await _until_blocked(client, 0)  # a server of its own: nobody else blocks
         server.kill9()
         with pytest.raises(REDIS_ERRORS):
             await waiting
