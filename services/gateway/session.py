@@ -113,7 +113,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         ):
             conn.close(CLOSE_INTERNAL, "backing store unavailable")
             return ws
-        # The token's expiry (4001) is enforced by the heartbeat sweep.
+        # The token's expiry (4001) is enforced by the heartbeat sweep, from
+        # conn.expires_at: the verified claims need not live as long as the
+        # socket (this frame does, so drop them: idle memory per connection).
         del identity
         log.info("connected")
         await _read_loop(request.app, ws, conn)

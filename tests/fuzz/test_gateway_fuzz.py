@@ -185,6 +185,7 @@ class Fuzzer:
         self.user = uid(prefix)
         self.current: ChatClient | None = None
         self.rate_limited = 0
+        self.last_payload = b""
 
     async def client(self) -> ChatClient:
         if self.current is None or self.current.ws.closed:
@@ -200,9 +201,12 @@ class Fuzzer:
         for _ in range(20):
             client = await self.client()
             request_id = next_request_id()
-            # An answer to an earlier example that came after its pong is not
-            # this payload's: a failure then stays reproducible for shrinking.
-            client.drain()
+            # A frame after an earlier payload's pong answered that payload (the
+            # gateway relayed what it should have refused): fail naming it,
+            # not the payload at hand, and never drop it unseen.
+            late = client.drain()
+            assert not late, ("answered after its pong", self.last_payload[:200], late)
+            self.last_payload = payload
             try:
                 await client.ws.send_frame(payload, WSMsgType.TEXT)
                 await client.send({"type": "ping", "requestId": request_id})
