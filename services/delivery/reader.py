@@ -35,8 +35,11 @@ log = get_logger(__name__)
 
 BatchHandler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
 
-# A blocked read does not see a partition added meanwhile: bound the wait.
-MAX_BLOCK_MS = 250
+# A blocked read does not see a partition added meanwhile: bound the wait. A
+# partition changes hands only when a lease lapses or an instance joins or
+# leaves (seconds), so a second more is small, while a shorter bound costs an
+# idle worker a wake-up (and Redis a command) every bound.
+MAX_BLOCK_MS = 1000
 
 
 class PartitionReader:

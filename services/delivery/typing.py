@@ -27,6 +27,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 TYPING_TTL_SECONDS = 5.0
+LAPSE_CHECK_SECONDS = 0.25  # a lapsed typist is announced at most this late
 
 
 class TypingFlow:
@@ -38,6 +39,7 @@ class TypingFlow:
         self.settings = settings
         # (conversation, user) -> (deadline, members to tell)
         self._typing: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._someone_typing = asyncio.Event()  # the lapse loop sleeps on it while nobody types
 
     async def handle(self, request: Request, frame: TypingIndicator, outbox: Outbox) -> None:
         user_id = request.command.user_id
@@ -52,6 +54,7 @@ class TypingFlow:
         key = (frame.conversation_id, user_id)
         if frame.is_typing:
             self._typing[key] = (time.monotonic() + TYPING_TTL_SECONDS, others)
+            self._someone_typing.set()
         elif (
             self._typing.pop(key, None) is None
             and request.command.accepted_at < time.time() - TYPING_TTL_SECONDS
@@ -68,7 +71,12 @@ class TypingFlow:
     async def lapse_loop(self) -> None:
         """Send ``isTyping: false`` for every typist whose TTL ran out."""
         while True:
-            await asyncio.sleep(0.25)
+            if not self._typing:
+                # Nobody types: no timer at all (an idle worker would otherwise
+                # wake four times a second for nothing).
+                self._someone_typing.clear()
+                await self._someone_typing.wait()
+            await asyncio.sleep(LAPSE_CHECK_SECONDS)
             now = time.monotonic()
             expired = [k for k, (deadline, _) in self._typing.items() if deadline <= now]
             if not expired:
