@@ -3,7 +3,10 @@
 A consumer reads its own pending entries first (what it was handed before a
 crash or a failed batch), then new ones; entries are XACKed only after the
 handler returns, so a failure leaves them pending to be retried, and
-XAUTOCLAIM hands entries of a dead consumer to a live one.
+XAUTOCLAIM hands entries of a dead consumer to a live one. The XACKs of a
+handled batch travel in the same pipeline as the next read, on a connection
+of the consumer's own (standalone Redis), so a batch costs one round trip
+less and none of them queues for the shared pool.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.command_conn import CommandConnection, held_connection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 
@@ -92,6 +96,45 @@ async def ensure_group(client: RedisClient, stream: str, group: str) -> None:
             raise
 
 
+async def ack_then_read(
+    client: RedisClient,
+    conn: CommandConnection | None,
+    group: str,
+    consumer: str,
+    to_ack: dict[str, list[bytes]],
+    read: dict[str, str] | None,
+    count: int,
+    block_ms: int,
+) -> Any:
+    """The XACKs in ``to_ack`` (stream -> ids), then one XREADGROUP, in one round trip.
+
+    ``read`` maps streams to start ids; the read blocks up to ``block_ms``
+    unless it is for own pending entries (``0``). ``to_ack`` is emptied, and
+    refilled if the round trip failed, so the XACKs go with the next call.
+    Returns the read's reply, or None without ``read``. ``conn``: the held
+    connection to use (None: the client's pool, as on a cluster).
+    """
+    pipe = client.pipeline(transaction=False)
+    acked = dict(to_ack)
+    to_ack.clear()
+    for stream, ids in acked.items():
+        pipe.xack(stream, group, *ids)
+    block = None
+    if read:
+        block = None if "0" in read.values() else block_ms
+        pipe.xreadgroup(group, consumer, read, count=count, block=block)  # type: ignore[arg-type]
+    try:
+        if conn is not None:
+            results = await conn.execute(pipe, block_ms=block or 0)
+        else:
+            results = await pipe.execute()
+    except BaseException:
+        for stream, ids in acked.items():
+            to_ack.setdefault(stream, []).extend(ids)
+        raise
+    return results[-1] if read else None
+
+
 def stream_entries(raw: RawEntries) -> list[Entry]:
     # A deleted-but-pending entry comes back with no fields; skip its body.
     return [(entry_id, fields[keys.STREAM_FIELD]) for entry_id, fields in raw if fields]
@@ -134,6 +177,10 @@ class GroupConsumer:
         self._on_reclaim = on_reclaim
         self._backlog = True  # read our own pending entries first
         self._stopping = asyncio.Event()
+        self._to_ack: dict[str, list[bytes]] = {}  # handled, XACK not yet sent
+        # Standalone Redis: reads and XACKs on a connection of our own, which
+        # a blocking read may hold for block_ms without starving anybody.
+        self.conn = held_connection(client)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -144,6 +191,20 @@ class GroupConsumer:
 
     async def run(self) -> None:
         """Loop until stopped; store outages are retried with back-off."""
+        try:
+            await self._run()
+        finally:
+            if self.conn is not None:
+                self.conn.close()  # drops a read still blocked on it
+            if self._to_ack:
+                # Best effort: what stays unacknowledged is redone by whoever
+                # reclaims it, as after a crash.
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await ack_then_read(
+                        self.client, None, self.group, self.consumer, self._to_ack, None, 0, 0
+                    )
+
+    async def _run(self) -> None:
         delay = 0.05
         loop = asyncio.get_running_loop()
         next_reclaim = 0.0
@@ -185,13 +246,15 @@ class GroupConsumer:
     async def step(self) -> int:
         """Read one batch (own pending first, then new) and handle it; its size."""
         start_id = "0" if self._backlog else ">"
-        block = None if self._backlog else self.block_ms
-        response: Any = await self.client.xreadgroup(
+        response: Any = await ack_then_read(
+            self.client,
+            self.conn,
             self.group,
             self.consumer,
+            self._to_ack,
             {self.stream: start_id},
-            count=self.batch_size,
-            block=block,
+            self.batch_size,
+            self.block_ms,
         )
         raw = response[0][1] if response else []
         if self._backlog and not raw:
@@ -222,4 +285,4 @@ class GroupConsumer:
             await self.handler(entries, recovered)
             if self._on_batch:
                 self._on_batch(self.stream, len(entries))
-        await self.client.xack(self.stream, self.group, *_ids(raw))
+        self._to_ack.setdefault(self.stream, []).extend(_ids(raw))

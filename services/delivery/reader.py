@@ -29,7 +29,14 @@ from redis.exceptions import ResponseError
 from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.streams import Entry, RawEntries, claim_all, ensure_group, stream_entries
+from shared.streams import (
+    Entry,
+    RawEntries,
+    ack_then_read,
+    claim_all,
+    ensure_group,
+    stream_entries,
+)
 
 log = get_logger(__name__)
 
@@ -156,30 +163,16 @@ class PartitionReader:
 
     async def _send(self, read: dict[str, str] | None = None) -> Any:
         """The pending XACKs, then (``read``: stream -> start id) one XREADGROUP."""
-        pipe = self.client.pipeline(transaction=False)
-        acked, self._to_ack = self._to_ack, {}
-        for stream, ids in acked.items():
-            pipe.xack(stream, self.group, *ids)
-        block = None
-        if read:
-            block = None if "0" in read.values() else self.block_ms
-            pipe.xreadgroup(
-                self.group,
-                self.consumer,
-                read,  # type: ignore[arg-type]
-                count=self.batch_size,
-                block=block,
-            )
-        try:
-            if self.conn is not None:
-                results = await self.conn.execute(pipe, block_ms=block or 0)
-            else:
-                results = await pipe.execute()
-        except BaseException:
-            for stream, acks in acked.items():  # sent again with the next read
-                self._to_ack.setdefault(stream, []).extend(acks)
-            raise
-        return results[-1] if read else None
+        return await ack_then_read(
+            self.client,
+            self.conn,
+            self.group,
+            self.consumer,
+            self._to_ack,
+            read,
+            self.batch_size,
+            self.block_ms,
+        )
 
     async def step(self) -> None:
         """Acknowledge the last batch and read the next in one round trip; handle it."""

@@ -59,3 +59,27 @@ async def test_failed_batch_is_redone_first(redis_server, failure: Exception) ->
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
         await client.aclose()
+
+
+async def test_acks_of_the_last_batch_are_sent_when_the_consumer_stops(redis_server) -> None:
+    """XACKs ride with the next read; a consumer stopped right after a batch still sends them."""
+    client = redis.Redis.from_url(redis_server.url)
+    stream = f"test:{uuid.uuid4().hex}"
+    seen: list[bytes] = []
+    consumer: GroupConsumer
+
+    async def handler(entries: Sequence[Entry], recovered: bool) -> None:
+        seen.extend(body for _, body in entries)
+        consumer.stop()  # no next read will carry this batch's XACK
+
+    consumer = GroupConsumer(
+        client, stream, "g", "c1", handler, block_ms=100, reclaim_idle_ms=60_000
+    )
+    for body in (b"m1", b"m2"):
+        await client.xadd(stream, {keys.STREAM_FIELD: body})
+    try:
+        await asyncio.wait_for(consumer.run(), 5)
+        assert seen == [b"m1", b"m2"]
+        assert (await client.xpending(stream, "g"))["pending"] == 0
+    finally:
+        await client.aclose()
