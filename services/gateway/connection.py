@@ -6,6 +6,15 @@ connection costs only this object and the socket, and a push is one
 ``transport.write`` per device. The transport buffers what the peer has not
 read yet; when that passes ``max_bytes`` the reader is too slow and the
 connection is closed with 1013 without anybody waiting for it.
+
+Pushes routed from one read of the pub/sub connection are deferred to the
+end of that pass (``defer`` then ``flush``, driven by the hub): when the
+gateway falls behind, one read carries several pushes for the same socket,
+and they then go out as one write instead of one write each. A socket
+write (with the kernel's loopback or NIC work behind it) is most of the
+cost of a delivered push, and this makes the gateway cheaper exactly when
+it is busiest. Any other frame for a connection with deferred ones joins
+them, so frames keep their order.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ class Connection:
     __slots__ = (
         "_closed",
         "_closing",
+        "_deferred",
         "_watching",
         "close_code",
         "connection_id",
@@ -73,6 +83,7 @@ class Connection:
         self.close_code: int | None = None
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
+        self._deferred: list[bytes] | None = None
 
     @property
     def closed(self) -> bool:
@@ -101,6 +112,28 @@ class Connection:
 
     def write(self, wire: bytes) -> None:
         """Write one already-framed frame; never blocks. A full buffer closes the connection."""
+        if self._deferred is not None:
+            self._deferred.append(wire)  # behind the deferred ones, written with them
+            return
+        self._write_now(wire)
+
+    def defer(self, wire: bytes) -> bool:
+        """Hold ``wire`` for ``flush``; True when it is the first held (the caller flushes)."""
+        deferred = self._deferred
+        if deferred is None:
+            self._deferred = [wire]
+            return True
+        deferred.append(wire)
+        return False
+
+    def flush(self) -> None:
+        """Write the deferred frames as one write."""
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            self._write_now(deferred[0] if len(deferred) == 1 else b"".join(deferred))
+
+    def _write_now(self, wire: bytes) -> None:
         if self._closed:
             return
         transport = self.transport
@@ -143,6 +176,9 @@ class Connection:
         """Close from any task without waiting: nothing more is written, the socket closes."""
         if self._closed:
             return
+        self.flush()  # what was routed before the close still goes out first
+        if self._closed:
+            return  # flushing found a slow reader and closed it already
         self._closed = True
         self.close_code = code
         metrics.CLOSES.labels(code=str(code)).inc()

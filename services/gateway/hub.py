@@ -55,6 +55,9 @@ class Hub:
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._gateway_channel = keys.gateway_channel(gateway_id).encode()
         self.on_resubscribed: Callable[[], None] | None = None
+        # Connections with deferred frames, written once the current pass of
+        # routing is over (see Connection.defer): one write per socket per pass.
+        self._dirty: list[Connection] = []
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -153,6 +156,20 @@ class Hub:
 
     # --- routing -------------------------------------------------------------------
 
+    def _send(self, conn: Connection, wire: bytes) -> None:
+        if conn.defer(wire):
+            if not self._dirty:
+                # Runs after every reply of this read (and of any other read
+                # of this loop iteration) is routed, before the loop polls again.
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._dirty.append(conn)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        metrics.PUSH_WRITES.inc(len(dirty))
+        for conn in dirty:
+            conn.flush()
+
     def _route(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(USER_PREFIX):
             PUSHES_USER.inc()
@@ -167,7 +184,7 @@ class Hub:
                     if conn.connection_id != push.connection_id:
                         if wire is None:
                             wire = text_frame(push.frame)
-                        conn.write(wire)
+                        self._send(conn, wire)
                         written += 1
                 FRAMES_OUT_PUSH.inc(written)
         elif channel == self._gateway_channel:
@@ -179,7 +196,7 @@ class Hub:
                     metrics.ROUND_TRIP_BY_TYPE[push.request_type].observe(
                         max(time.time() - push.accepted_at, 0.0)
                     )
-                target.send(push.frame)
+                self._send(target, text_frame(push.frame))
                 FRAMES_OUT_REPLY.inc()
         elif channel.startswith(PRESENCE_PREFIX):
             PUSHES_PRESENCE.inc()
@@ -187,7 +204,7 @@ class Hub:
             if watchers:
                 wire = text_frame(data)
                 for conn in list(watchers.values()):
-                    conn.write(wire)
+                    self._send(conn, wire)
                 FRAMES_OUT_PRESENCE.inc(len(watchers))
         elif channel.startswith(SYSTEM_PREFIX):
             PUSHES_SYSTEM.inc()

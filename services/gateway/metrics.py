@@ -40,6 +40,11 @@ END_TO_END = FastHistogram(
 # Frames the gateway writes itself (connected, pong, errors, presence_state).
 FRAMES_OUT_DIRECT = FRAMES_OUT.labels(kind="direct")
 PUSHES = FastCounter("chat_gateway_pushes_total", "Pushes received from Redis", ["channel"])
+# Fewer writes than frames out (kind push, reply, presence) means pushes for
+# the same socket were coalesced: the gateway was behind and caught up cheaper.
+PUSH_WRITES = FastCounter(
+    "chat_gateway_push_writes_total", "Socket writes carrying frames routed from Redis"
+)
 RELAY_FAILURES = Counter(
     "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"
 )

@@ -6,13 +6,16 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import time
 
 import redis.asyncio as redis
 
+from shared import keys
 from shared.notify import publish_notification
+from shared.push import encode_push
 from shared.settings import Settings
 from tests.support.chat import uid
 from tests.support.client import ChatClient, token_for
@@ -30,6 +33,43 @@ async def test_system_notifications_reach_every_connection(stack, connect, redis
     await publish_notification(settings, "rolling restart", "info", maintenance=True)
     for client in clients:
         assert (await client.expect("system_notification"))["message"] == "rolling restart"
+
+
+# Several PUBLISHes from one script reach the gateway's pub/sub connection in
+# one TCP read (Redis writes a client's output once per event-loop turn).
+_PUBLISH_ALL = "for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end return #ARGV - 1"
+
+
+def _push_writes(gateway) -> float:  # type: ignore[no-untyped-def]
+    _, body = gateway.http_get("/metrics")
+    match = re.search(rb"^chat_gateway_push_writes_total ([0-9.e+]+)$", body, re.M)
+    assert match, "the gateway exports chat_gateway_push_writes_total"
+    return float(match.group(1))
+
+
+async def test_pushes_of_one_read_go_out_in_order_as_one_write(fresh_stack, redis_server) -> None:
+    gateway = fresh_stack.start("gateway")
+    user = uid("burst")
+    client = await ChatClient.connect(gateway.ws_url, user)
+    publisher = redis.Redis.from_url(redis_server.url)
+    try:
+        frames = [
+            json.dumps(
+                {"type": "system_notification", "message": f"m{i}", "level": "info", "timestamp": 1}
+            ).encode()
+            for i in range(5)
+        ]
+        before = _push_writes(gateway)
+        pushes = [encode_push("", frame) for frame in frames]
+        assert await publisher.eval(_PUBLISH_ALL, 0, keys.user_channel(user), *pushes) == 5
+        got = [(await client.expect("system_notification"))["message"] for _ in frames]
+        assert got == [f"m{i}" for i in range(5)]
+        # Five frames for one socket from one read: fewer writes than frames
+        # (one, unless TCP split the read), the order kept.
+        assert _push_writes(gateway) - before < 5
+    finally:
+        await client.close()
+        await publisher.aclose()
 
 
 def _raw_websocket(port: int, user: str) -> socket.socket:
