@@ -98,7 +98,11 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
     tag = type(frame).__struct_config__.tag
     metrics.FRAMES_IN_BY_TYPE[str(tag)].inc()
     request_id = getattr(frame, "request_id", None)
-    if request_id is not None:
+    if request_id is not None and isinstance(frame, SubscribePresence | UnsubscribePresence):
+        # Only the presence paths wait on Redis and may log while handling;
+        # a relayed frame is queued synchronously (a failed append is told
+        # to the client later, outside this frame), so binding the request
+        # id for it (a few microseconds per frame) would serve no log line.
         with structlog.contextvars.bound_contextvars(requestId=request_id):
             await _handle(app, conn, frame, started)
     else:

@@ -37,14 +37,19 @@ class Rollup:
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         active: dict[int, set[str]] = {}
+        # Counted per batch, then added once per content type: one event per
+        # message sent cluster-wide passes here.
+        sent: dict[str, int] = {}
         for _, event in decode_entries(keys.domain_event_stream(), entries, decode_domain_event):
             if isinstance(event, MessageSent):
                 label = event.content_type if event.content_type in KNOWN_CONTENT_TYPES else "other"
-                MESSAGES.labels(content_type=label).inc()
+                sent[label] = sent.get(label, 0) + 1
                 active.setdefault(event.at // 60_000, set()).add(event.sender_id)
             elif isinstance(event, ConversationCreated):
                 CONVERSATIONS.inc()
                 active.setdefault(event.at // 60_000, set()).add(event.creator_id)
+        for label, count in sent.items():
+            MESSAGES.labels(content_type=label).inc(count)
         if active:
             pipe = self.redis.pipeline(transaction=False)
             for minute, users in active.items():
