@@ -168,7 +168,11 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         metrics.PUSH_WRITES.inc(len(dirty))
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:
+                # One broken socket must not leave the others' frames held.
+                log.exception("writing deferred frames failed", connectionId=conn.connection_id)
 
     def _route(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(USER_PREFIX):
