@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 
+import jwt
 import redis.asyncio as redis
 
 from shared import keys
@@ -67,6 +68,31 @@ async def test_pushes_of_one_read_go_out_in_order_as_one_write(fresh_stack, redi
         # Five frames for one socket from one read: fewer writes than frames
         # (one, unless TCP split the read), the order kept.
         assert _push_writes(gateway) - before < 5
+    finally:
+        await client.close()
+        await publisher.aclose()
+
+
+async def test_pushes_routed_before_a_revocation_arrive_before_the_close(
+    fresh_stack, redis_server
+) -> None:
+    """A push and the revocation of its reader's token in one read: the push still goes first."""
+    gateway = fresh_stack.start("gateway")
+    user = uid("revoked")
+    token = token_for(user)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    client = await ChatClient.connect(gateway.ws_url, user, token=token)
+    publisher = redis.Redis.from_url(redis_server.url)
+    try:
+        frame = json.dumps(
+            {"type": "system_notification", "message": "last", "level": "info", "timestamp": 1}
+        ).encode()
+        script = "redis.call('PUBLISH', KEYS[1], ARGV[1]) redis.call('PUBLISH', KEYS[2], ARGV[2])"
+        await publisher.eval(
+            script, 2, keys.user_channel(user), keys.REVOCATIONS, encode_push("", frame), jti
+        )
+        assert await client.wait_closed() == 1008
+        assert [f["message"] for f in client.drain("system_notification")] == ["last"]
     finally:
         await client.close()
         await publisher.aclose()
