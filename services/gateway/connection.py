@@ -126,19 +126,20 @@ class Connection:
         deferred.append(wire)
         return False
 
-    def flush(self) -> None:
-        """Write the deferred frames as one write."""
+    def flush(self) -> bool:
+        """Write the deferred frames as one write; True if a write was made."""
         deferred = self._deferred
-        if deferred is not None:
-            self._deferred = None
-            self._write_now(deferred[0] if len(deferred) == 1 else b"".join(deferred))
+        if deferred is None:
+            return False
+        self._deferred = None
+        return self._write_now(deferred[0] if len(deferred) == 1 else b"".join(deferred))
 
-    def _write_now(self, wire: bytes) -> None:
+    def _write_now(self, wire: bytes) -> bool:
         if self._closed:
-            return
+            return False
         transport = self.transport
         if transport is None or transport.is_closing():
-            return  # the reader side notices the lost socket and cleans up
+            return False  # the reader side notices the lost socket and cleans up
         pending = transport.get_write_buffer_size()
         if pending + len(wire) > self.max_bytes:
             metrics.SLOW_READER_CLOSES.inc()
@@ -146,8 +147,9 @@ class Connection:
                 "slow reader closed", connectionId=self.connection_id, pending_bytes=pending
             )
             self.close(CLOSE_SLOW, "send buffer overflow")
-            return
+            return False
         transport.write(wire)
+        return True
 
     def send(self, frame: bytes) -> None:
         """Frame and write one encoded JSON frame for this connection alone."""

@@ -97,16 +97,7 @@ async def dispatch(app: web.Application, conn: Connection, data: bytes) -> None:
         return
     tag = type(frame).__struct_config__.tag
     metrics.FRAMES_IN_BY_TYPE[str(tag)].inc()
-    request_id = getattr(frame, "request_id", None)
-    if request_id is not None and isinstance(frame, SubscribePresence | UnsubscribePresence):
-        # Only the presence paths wait on Redis and may log while handling;
-        # a relayed frame is queued synchronously (a failed append is told
-        # to the client later, outside this frame), so binding the request
-        # id for it (a few microseconds per frame) would serve no log line.
-        with structlog.contextvars.bound_contextvars(requestId=request_id):
-            await _handle(app, conn, frame, started)
-    else:
-        await _handle(app, conn, frame, started)
+    await _handle(app, conn, frame, started)
 
 
 async def _handle(
@@ -121,17 +112,34 @@ async def _handle(
         metrics.ROUND_TRIP_BY_TYPE["ping"].observe(time.perf_counter() - started)
         return
     if isinstance(frame, SubscribePresence | UnsubscribePresence):
-        try:
-            decision = await app[LIMITER].check_user(conn.user_id, "presence:update")
-        except REDIS_ERRORS:
-            send_error(
-                conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id
-            )
-            return
-        if not decision.allowed:
-            metrics.RATE_LIMITED.labels(action="presence:update").inc()
-            rate_limited(conn, "presence:update", frame.request_id, decision.retry_after_ms)
-            return
+        # Only the presence paths wait on Redis and may log while handled, so
+        # only they bind the request id to the log context: a relayed frame is
+        # queued synchronously (a failed append is told to the client later),
+        # and binding it there would cost every message a few microseconds.
+        if frame.request_id is None:
+            await _presence(app, conn, frame, started)
+        else:
+            with structlog.contextvars.bound_contextvars(requestId=frame.request_id):
+                await _presence(app, conn, frame, started)
+        return
+    relay_command(app, conn, frame)
+
+
+async def _presence(
+    app: web.Application,
+    conn: Connection,
+    frame: SubscribePresence | UnsubscribePresence,
+    started: float,
+) -> None:
+    try:
+        decision = await app[LIMITER].check_user(conn.user_id, "presence:update")
+    except REDIS_ERRORS:
+        send_error(conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id)
+        return
+    if not decision.allowed:
+        metrics.RATE_LIMITED.labels(action="presence:update").inc()
+        rate_limited(conn, "presence:update", frame.request_id, decision.retry_after_ms)
+        return
     if isinstance(frame, SubscribePresence):
         try:
             await subscribe_presence(app[HUB], app[REDIS], conn, frame)
@@ -141,10 +149,7 @@ async def _handle(
             )
         metrics.ROUND_TRIP.labels(type="subscribe_presence").observe(time.perf_counter() - started)
         return
-    if isinstance(frame, UnsubscribePresence):
-        await unsubscribe_presence(app[HUB], conn, frame)
-        return
-    relay_command(app, conn, frame)
+    await unsubscribe_presence(app[HUB], conn, frame)
 
 
 def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) -> None:

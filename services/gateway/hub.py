@@ -166,13 +166,14 @@ class Hub:
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
-        metrics.PUSH_WRITES.inc(len(dirty))
+        writes = 0
         for conn in dirty:
             try:
-                conn.flush()
+                writes += conn.flush()
             except Exception:
                 # One broken socket must not leave the others' frames held.
                 log.exception("writing deferred frames failed", connectionId=conn.connection_id)
+        metrics.PUSH_WRITES.inc(writes)
 
     def _route(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(USER_PREFIX):

@@ -67,7 +67,7 @@ async def test_pushes_of_one_read_go_out_in_order_as_one_write(fresh_stack, redi
         assert got == [f"m{i}" for i in range(5)]
         # Five frames for one socket from one read: fewer writes than frames
         # (one, unless TCP split the read), the order kept.
-        assert _push_writes(gateway) - before < 5
+        assert 1 <= _push_writes(gateway) - before < 5
     finally:
         await client.close()
         await publisher.aclose()
