@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hiredis
+from redis.asyncio.connection import SSLConnection
 
 from shared.logging import get_logger
 
@@ -59,14 +60,21 @@ class Endpoint:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], **override: Any) -> Endpoint:
+        """The endpoint of a redis-py pool's (or cluster's) connection kwargs.
+
+        ``connection_class`` is redis-py's: for ``rediss://`` its SSLConnection.
+        The TLS context is then built by that class from the same ``ssl_*``
+        options (CA, client certificate and key, hostname check, minimum
+        version), so a held connection verifies and presents exactly what the
+        client's own connections do: a Redis that requires client certificates
+        (its default) accepts both or neither.
+        """
         options = {**kwargs, **override}
+        connection_class = options.pop("connection_class", None)
         context = None
-        connection_class = getattr(options.get("connection_class"), "__name__", "")
-        if options.get("ssl") or "SSL" in connection_class:  # rediss:// URLs
-            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-            if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+        if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
+            ssl_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+            context = connection_class(**ssl_options).ssl_context.get()
         return cls(
             host=str(options.get("host") or "127.0.0.1"),
             port=int(options.get("port") or 6379),

@@ -8,9 +8,13 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import redis
+
+from tests.support.tls import Pair
 
 
 def free_port() -> int:
@@ -109,6 +113,30 @@ def find_ferretdb() -> str:
     raise RuntimeError("ferretdb not found: run scripts/install-ferretdb.sh")
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """TLS only (no plain port), client certificates required (Redis's default)."""
+
+    ca: Path
+    server: Pair
+    client: Pair
+
+    def server_args(self, port: int) -> list[str]:
+        return [
+            *("--port", "0", "--tls-port", str(port)),
+            *("--tls-cert-file", str(self.server.cert), "--tls-key-file", str(self.server.key)),
+            *("--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "yes"),
+        ]
+
+    def client_options(self) -> dict[str, str]:
+        """redis-py's URL options for a client that trusts the CA and presents its cert."""
+        return {
+            "ssl_ca_certs": str(self.ca),
+            "ssl_certfile": str(self.client.cert),
+            "ssl_keyfile": str(self.client.key),
+        }
+
+
 class RedisServer(Process):
     def __init__(
         self,
@@ -116,9 +144,11 @@ class RedisServer(Process):
         port: int | None = None,
         appendonly: bool = False,
         password: str | None = None,
+        tls: RedisTls | None = None,
     ) -> None:
         self.port = port or free_port()
         self.password = password
+        self.tls = tls
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -140,17 +170,20 @@ class RedisServer(Process):
             "--databases",
             "256",
             *(["--requirepass", password] if password else []),
+            *(tls.server_args(self.port) if tls else []),
         ]
         super().__init__("redis", argv, workdir / "redis.log")
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?{urlencode(self.tls.client_options())}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         super().start()
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
             wait_until(client.ping, 15, what=f"redis on {self.port}")
         finally:

@@ -68,7 +68,10 @@ class Stack:
     """Services sharing one Redis and one MongoDB database."""
 
     def __init__(self, redis_url: str, mongo_uri: str, workdir: Path, **overrides: str) -> None:
-        self.redis_url = redis_url.rsplit("/", 1)[0] + f"/{next(_databases) % 256}"
+        base, query = redis_url.split("?", 1) if "?" in redis_url else (redis_url, "")
+        self.redis_url = base.rsplit("/", 1)[0] + f"/{next(_databases) % 256}"
+        if query:  # options such as rediss:// certificate files
+            self.redis_url += "?" + query
         self.mongo_uri = mongo_uri
         self.workdir = workdir
         self.db_name = "chat_" + uuid.uuid4().hex[:10]

@@ -1,0 +1,117 @@
+"""Redis over TLS with client certificates (Redis's default for its TLS port).
+
+The connections this project holds itself (pipelines, blocking stream reads,
+pub/sub) must present the client certificate and verify the server exactly
+as redis-py's own connections do; otherwise a service passes its start-up
+PING on the pool and then fails on its first held connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import redis.asyncio as redis
+
+from shared.command_conn import CommandConnection
+from shared.pubsub import StandaloneSubscriber
+from shared.redis_client import REDIS_ERRORS
+from tests.support.chat import create_conversation, send, uid, until
+from tests.support.client import ChatClient
+from tests.support.servers import FerretDB, RedisServer, RedisTls
+from tests.support.stack import Stack
+from tests.support.tls import authority
+
+
+@pytest.fixture(scope="module")
+def tls_redis(workdir: Path) -> Iterator[RedisServer]:
+    certs = workdir / "tls"
+    ca = authority(certs, "test-ca")
+    tls = RedisTls(
+        ca.cert_path,
+        server=ca.issue(certs, "redis", server=True),
+        client=ca.issue(certs, "client", server=False),
+    )
+    server = RedisServer(workdir / "redis-tls", tls=tls)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_held_connections_present_the_client_certificate(tls_redis: RedisServer) -> None:
+    client = redis.Redis.from_url(tls_redis.url)
+    conn = CommandConnection(client)
+    subscriber = StandaloneSubscriber(client)
+    received: list[bytes] = []
+    key, channel = uid("tls:"), uid("user:")
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, b"over tls")
+        pipe.get(key)
+        assert await conn.execute(pipe) == [True, b"over tls"]
+        await subscriber.start(lambda _channel, data: received.append(data), lambda: None)
+        await subscriber.subscribe(channel)
+        assert await client.publish(channel, b"pushed") == 1
+        await until(lambda: received == [b"pushed"], 5)
+    finally:
+        conn.close()
+        await subscriber.stop()
+        await client.aclose()
+
+
+async def test_a_server_the_trusted_ca_did_not_sign_is_refused(
+    tls_redis: RedisServer, workdir: Path
+) -> None:
+    assert tls_redis.tls is not None
+    stranger = authority(workdir / "tls-stranger", "stranger-ca")
+    options = {**tls_redis.tls.client_options(), "ssl_ca_certs": str(stranger.cert_path)}
+    client = redis.Redis.from_url(f"rediss://127.0.0.1:{tls_redis.port}/0?{urlencode(options)}")
+    conn = CommandConnection(client)
+    subscriber = StandaloneSubscriber(client)
+    try:
+        # redis-py refuses the server; the held connections must refuse it too.
+        with pytest.raises(REDIS_ERRORS):
+            await client.ping()
+        with pytest.raises(REDIS_ERRORS):
+            await conn.execute(client.pipeline(transaction=False).ping())
+        with pytest.raises(REDIS_ERRORS):
+            await subscriber.start(lambda _channel, _data: None, lambda: None)
+    finally:
+        conn.close()
+        await subscriber.stop()
+        await client.aclose()
+
+
+async def test_the_services_chat_over_tls(
+    tls_redis: RedisServer, ferretdb: FerretDB, workdir: Path
+) -> None:
+    stack = Stack(tls_redis.url, ferretdb.uri, workdir / "tls-stack")
+    clients: list[ChatClient] = []
+    try:
+        gateway = stack.start_all()["gateway"]
+        alice, bob = uid("alice"), uid("bob")
+        for user in (alice, bob):
+            clients.append(await ChatClient.connect(gateway.ws_url, user))
+        a, b = clients
+        conversation = await create_conversation(a, bob)
+        ack = await send(a, conversation["id"], "sealed")
+        assert ack["type"] == "message_ack", ack
+        pushed = await b.expect("message")
+        assert pushed["message"] == ack["message"]
+        # Presence consumed alice's connection over TLS too: bob sees her online.
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            reply = await b.request(
+                {"type": "subscribe_presence", "userIds": [alice]}, "presence_state"
+            )
+            if reply["users"][alice]["status"] == "online":
+                break
+            assert asyncio.get_running_loop().time() < deadline, reply
+            await asyncio.sleep(0.1)
+    finally:
+        for client in clients:
+            await client.close()
+        stack.stop()
