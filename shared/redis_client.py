@@ -45,6 +45,8 @@ def create_cluster(settings: Settings) -> RedisCluster:
         socket_connect_timeout=2.0,
         max_connections=64,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+        ssl=settings.redis_cluster_tls,
+        **settings.redis_tls_options(),
     )
 
 
@@ -61,6 +63,7 @@ def create_standalone(settings: Settings, **overrides: Any) -> redis.Redis:
         "max_connections": 64,
         "timeout": 5,
     }
+    options.update(settings.redis_tls_options())  # a rediss:// URL's own query wins
     options.update(overrides)
     pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
     return redis.Redis(

@@ -34,6 +34,13 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Comma-separated host:port list; when set, Redis Cluster mode is used.
     redis_cluster_nodes: str = ""
+    # TLS to Redis: a rediss:// URL (standalone) or this flag (cluster). The
+    # files apply to both; a Redis with tls-auth-clients yes (its default)
+    # needs the client certificate and key.
+    redis_cluster_tls: bool = False
+    redis_tls_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = ""
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
     mongodb_db: str = "chat"
     mongodb_timeout_ms: int = 3000
@@ -127,8 +134,43 @@ class Settings:
                 problems.append(f"CHAT_{name.upper()} must be a TCP port")
         if self.queue_batch_size > 100 or self.queue_batch_size < 1:
             problems.append("CHAT_QUEUE_BATCH_SIZE must be between 1 and 100")
+        problems.extend(self._redis_tls_problems())
         if problems:
             raise SettingsError("; ".join(problems))
+
+    def _redis_tls_problems(self) -> list[str]:
+        problems = []
+        files = {
+            "CHAT_REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
+            "CHAT_REDIS_TLS_CERT_FILE": self.redis_tls_cert_file,
+            "CHAT_REDIS_TLS_KEY_FILE": self.redis_tls_key_file,
+        }
+        for name, path in files.items():
+            if path and not os.path.isfile(path):
+                problems.append(f"{name}: no such file {path!r}")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            problems.append("CHAT_REDIS_TLS_CERT_FILE and CHAT_REDIS_TLS_KEY_FILE go together")
+        if self.redis_cluster_tls and not self.cluster_mode:
+            problems.append(
+                "CHAT_REDIS_CLUSTER_TLS needs CHAT_REDIS_CLUSTER_NODES "
+                "(standalone Redis: a rediss:// CHAT_REDIS_URL)"
+            )
+        tls = self.redis_cluster_tls if self.cluster_mode else self.redis_url.startswith("rediss:")
+        if any(files.values()) and not tls:
+            problems.append(
+                "CHAT_REDIS_TLS_* files need TLS: a rediss:// CHAT_REDIS_URL, "
+                "or CHAT_REDIS_CLUSTER_TLS with CHAT_REDIS_CLUSTER_NODES"
+            )
+        return problems
+
+    def redis_tls_options(self) -> dict[str, Any]:
+        """The TLS files as redis-py's ssl_* options (unset ones left to its defaults)."""
+        options = {
+            "ssl_ca_certs": self.redis_tls_ca_file,
+            "ssl_certfile": self.redis_tls_cert_file,
+            "ssl_keyfile": self.redis_tls_key_file,
+        }
+        return {name: value for name, value in options.items() if value}
 
     def require_jwt(self) -> None:
         """Gateway-only check: a verification key must be configured."""

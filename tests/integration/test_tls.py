@@ -21,20 +21,25 @@ from shared.pubsub import StandaloneSubscriber
 from shared.redis_client import REDIS_ERRORS
 from tests.support.chat import create_conversation, send, uid, until
 from tests.support.client import ChatClient
+from tests.support.cluster import RedisCluster
 from tests.support.servers import FerretDB, RedisServer, RedisTls
 from tests.support.stack import Stack
 from tests.support.tls import authority
 
 
 @pytest.fixture(scope="module")
-def tls_redis(workdir: Path) -> Iterator[RedisServer]:
+def tls(workdir: Path) -> RedisTls:
     certs = workdir / "tls"
     ca = authority(certs, "test-ca")
-    tls = RedisTls(
+    return RedisTls(
         ca.cert_path,
         server=ca.issue(certs, "redis", server=True),
         client=ca.issue(certs, "client", server=False),
     )
+
+
+@pytest.fixture(scope="module")
+def tls_redis(workdir: Path, tls: RedisTls) -> Iterator[RedisServer]:
     server = RedisServer(workdir / "redis-tls", tls=tls)
     server.start()
     yield server
@@ -88,7 +93,34 @@ async def test_a_server_the_trusted_ca_did_not_sign_is_refused(
 async def test_the_services_chat_over_tls(
     tls_redis: RedisServer, ferretdb: FerretDB, workdir: Path
 ) -> None:
-    stack = Stack(tls_redis.url, ferretdb.uri, workdir / "tls-stack")
+    await _chat(Stack(tls_redis.url, ferretdb.uri, workdir / "tls-stack"))
+
+
+async def test_the_services_chat_over_a_tls_cluster(
+    tls: RedisTls, ferretdb: FerretDB, workdir: Path
+) -> None:
+    """Cluster mode: node discovery, sharded pub/sub and pipelines per node, all over TLS."""
+    cluster = RedisCluster(workdir / "tls-cluster", size=3, tls=tls)
+    cluster.start()
+    try:
+        await _chat(
+            Stack(
+                "redis://unused:1/0",
+                ferretdb.uri,
+                workdir / "tls-cluster-stack",
+                CHAT_REDIS_CLUSTER_NODES=cluster.startup_nodes,
+                CHAT_REDIS_CLUSTER_TLS="1",
+                CHAT_REDIS_TLS_CA_FILE=str(tls.ca),
+                CHAT_REDIS_TLS_CERT_FILE=str(tls.client.cert),
+                CHAT_REDIS_TLS_KEY_FILE=str(tls.client.key),
+            )
+        )
+    finally:
+        cluster.stop()
+
+
+async def _chat(stack: Stack) -> None:
+    """Start the four services on ``stack``; a message and a presence change go through."""
     clients: list[ChatClient] = []
     try:
         gateway = stack.start_all()["gateway"]

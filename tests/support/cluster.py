@@ -9,12 +9,13 @@ from pathlib import Path
 
 import redis
 
-from tests.support.servers import Process, free_port, wait_until
+from tests.support.servers import Process, RedisTls, free_port, wait_until
 
 
 class ClusterNode(Process):
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, tls: RedisTls | None = None) -> None:
         self.port = port
+        self.tls = tls
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -30,18 +31,26 @@ class ClusterNode(Process):
             "--save", "",
             "--protected-mode", "no",
         ]  # fmt: skip
+        if tls:  # the TLS port only; the bus and replication over TLS too
+            argv += [*tls.server_args(port), "--tls-cluster", "yes", "--tls-replication", "yes"]
         super().__init__(f"redis-{port}", argv, workdir / "redis.log")
+
+    def client(self) -> redis.Redis:
+        options = {"ssl": True, **self.tls.client_options()} if self.tls else {}
+        return redis.Redis(
+            "127.0.0.1", self.port, socket_connect_timeout=0.5, socket_timeout=2, **options
+        )
 
     def start(self) -> None:
         super().start()
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = self.client()
         try:
             wait_until(client.ping, 15, what=f"cluster node {self.port}")
         finally:
             client.close()
 
     def info(self, section: str) -> dict:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=2)
+        client = self.client()
         try:
             return client.info(section)  # type: ignore[no-any-return]
         finally:
@@ -64,8 +73,11 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    def __init__(self, workdir: Path, size: int = 6) -> None:
-        self.nodes = [ClusterNode(workdir / f"node{i}", cluster_port()) for i in range(size)]
+    def __init__(self, workdir: Path, size: int = 6, tls: RedisTls | None = None) -> None:
+        """``size`` nodes: half masters and half replicas from 6 on, all masters below."""
+        self.tls = tls
+        self.replicas = 1 if size >= 6 else 0
+        self.nodes = [ClusterNode(workdir / f"node{i}", cluster_port(), tls) for i in range(size)]
 
     @property
     def startup_nodes(self) -> str:
@@ -74,12 +86,21 @@ class RedisCluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
+        tls_args: list[str] = []
+        if self.tls:
+            options = self.tls.client_options()
+            tls_args = [
+                "--tls",
+                *("--cacert", options["ssl_ca_certs"]),
+                *("--cert", options["ssl_certfile"], "--key", options["ssl_keyfile"]),
+            ]
         subprocess.run(
             [
                 shutil.which("redis-cli") or "redis-cli",
+                *tls_args,
                 "--cluster", "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                "--cluster-replicas", "1",
+                "--cluster-replicas", str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -94,7 +115,7 @@ class RedisCluster:
                 continue
             if node.info("cluster").get("cluster_enabled") != 1:
                 return False
-            client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=2)
+            client = node.client()
             try:
                 state = client.execute_command("CLUSTER", "INFO").decode()
             finally:

@@ -30,11 +30,17 @@ class Authority:
     key: Key
 
     def issue(self, workdir: Path, name: str, *, server: bool) -> Pair:
-        """A certificate for 127.0.0.1 (server) or a client, signed by this CA."""
+        """A certificate for 127.0.0.1 (server) or a client, signed by this CA.
+
+        A server's is good as a client's too: cluster nodes and replicas
+        present it to each other (``tls-cluster``, ``tls-replication``).
+        """
         key = ec.generate_private_key(ec.SECP256R1())
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server:
+            usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = _base(_subject(name), self.name, key).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+            x509.ExtendedKeyUsage(usage), critical=False
         )
         if server:
             builder = builder.add_extension(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.delivery.offline import next_id, valid_cursor
@@ -58,6 +60,37 @@ def test_settings_from_env_and_validation() -> None:
         SettingsError, match=r"CHAT_SEND_QUEUE_MAX_BYTES.*CHAT_SEND_BUFFER_MAX_BYTES"
     ):
         Settings.from_env({"CHAT_SEND_QUEUE_MAX_BYTES": "1024"})
+
+
+def test_redis_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("-")
+    files = {
+        "CHAT_REDIS_TLS_CA_FILE": str(ca),
+        "CHAT_REDIS_TLS_CERT_FILE": str(cert),
+        "CHAT_REDIS_TLS_KEY_FILE": str(key),
+    }
+    cluster = {"CHAT_REDIS_CLUSTER_NODES": "10.0.0.1:6379", "CHAT_REDIS_CLUSTER_TLS": "1"}
+    assert Settings.from_env({**files, **cluster}).redis_tls_options() == {
+        "ssl_ca_certs": str(ca),
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+    }
+    standalone = Settings.from_env({**files, "CHAT_REDIS_URL": "rediss://redis:6380/0"})
+    assert standalone.redis_tls_options()["ssl_ca_certs"] == str(ca)
+    assert Settings.from_env({}).redis_tls_options() == {}
+    # Files without TLS would be silently ignored: refused instead.
+    with pytest.raises(SettingsError, match="rediss://"):
+        Settings.from_env(files)
+    with pytest.raises(SettingsError, match="CHAT_REDIS_CLUSTER_TLS"):
+        Settings.from_env({**files, "CHAT_REDIS_CLUSTER_NODES": "10.0.0.1:6379"})
+    with pytest.raises(SettingsError, match="CHAT_REDIS_CLUSTER_NODES"):
+        Settings.from_env({"CHAT_REDIS_CLUSTER_TLS": "1"})
+    with pytest.raises(SettingsError, match="go together"):
+        Settings.from_env({**cluster, "CHAT_REDIS_TLS_CERT_FILE": str(cert)})
+    with pytest.raises(SettingsError, match="CHAT_REDIS_TLS_CA_FILE: no such file"):
+        Settings.from_env({**cluster, "CHAT_REDIS_TLS_CA_FILE": str(tmp_path / "missing")})
 
 
 def test_queue_cursor_helpers() -> None:
