@@ -58,7 +58,10 @@ class ClusterGauges(Collector):
         pipe = self.redis.pipeline(transaction=False)
         pipe.scard(keys.online_users_key())
         for window in WINDOWS:
-            pipe.pfcount(*(keys.active_users_key(minute - i) for i in range(window)))
+            # The minute under way and the `window` whole minutes before it:
+            # everyone active in the last `window` minutes is counted, and the
+            # gauge does not fall towards zero every time a minute starts.
+            pipe.pfcount(*(keys.active_users_key(minute - i) for i in range(window + 1)))
         pipe.get(keys.offline_depth_key())
         pipe.zrangebyscore(keys.gateways_key(), int(now * 1000), "+inf")
         replies = await pipe.execute()
@@ -107,7 +110,9 @@ class ClusterGauges(Collector):
             "chat_online_users", "Users with at least one live connection", value=self.online
         )
         active = GaugeMetricFamily(
-            "chat_active_users", "Distinct active users in a window", labels=["window"]
+            "chat_active_users",
+            "Distinct users active in the last window minutes (whole minutes: up to one more)",
+            labels=["window"],
         )
         for window, value in self.active.items():
             active.add_metric([f"{window}m"], value)

@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.metrics.gauges import ClusterGauges
+from shared import keys
+from shared.redis_client import create_standalone
+from shared.settings import Settings
 from tests.support.chat import create_conversation, send, uid
 from tests.support.client import ChatClient
 from tests.support.promtool import check_metrics_text
@@ -145,3 +149,26 @@ async def test_health_turns_503_without_redis_and_200_when_back(workdir, ferretd
     finally:
         stack.stop()
         server.stop()
+
+
+async def test_active_user_windows_count_whole_minutes_back_from_the_current_one(
+    redis_server: RedisServer,
+) -> None:
+    """A user active 30 s ago is in the 1-minute window though a new minute has begun."""
+    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/250"))
+    gauges = ClusterGauges(client, Settings())
+    try:
+        await client.flushdb()
+        while True:
+            minute = int(time.time() // 60)
+            ages = {"now": 0, "last-minute": 1, "five-ago": 5, "six-ago": 6, "hour-ago": 60}
+            for user, age in ages.items():
+                await client.pfadd(keys.active_users_key(minute - age), user)
+            await gauges.refresh()
+            if int(time.time() // 60) == minute:  # no new minute began meanwhile
+                break
+            await client.flushdb()
+        assert gauges.active == {1: 2.0, 5: 3.0, 60: 5.0}
+    finally:
+        await client.flushdb()
+        await client.aclose()
