@@ -46,7 +46,7 @@ def create_cluster(settings: Settings) -> RedisCluster:
         max_connections=64,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
         ssl=settings.redis_cluster_tls,
-        **settings.redis_tls_options(),
+        **settings.redis_options(),
     )
 
 
@@ -63,7 +63,7 @@ def create_standalone(settings: Settings, **overrides: Any) -> redis.Redis:
         "max_connections": 64,
         "timeout": 5,
     }
-    options.update(settings.redis_tls_options())  # a rediss:// URL's own query wins
+    options.update(settings.redis_options())  # the URL's own credentials and query win
     options.update(overrides)
     pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
     return redis.Redis(

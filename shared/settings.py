@@ -38,6 +38,10 @@ class Settings:
     # files apply to both; a Redis with tls-auth-clients yes (its default)
     # needs the client certificate and key.
     redis_cluster_tls: bool = False
+    # Credentials for Redis (ACL user optional), needed for a cluster with
+    # AUTH; a standalone URL's own user:password@ wins over them.
+    redis_username: str = ""
+    redis_password: str = ""
     redis_tls_ca_file: str = ""
     redis_tls_cert_file: str = ""
     redis_tls_key_file: str = ""
@@ -134,11 +138,11 @@ class Settings:
                 problems.append(f"CHAT_{name.upper()} must be a TCP port")
         if self.queue_batch_size > 100 or self.queue_batch_size < 1:
             problems.append("CHAT_QUEUE_BATCH_SIZE must be between 1 and 100")
-        problems.extend(self._redis_tls_problems())
+        problems.extend(self._redis_problems())
         if problems:
             raise SettingsError("; ".join(problems))
 
-    def _redis_tls_problems(self) -> list[str]:
+    def _redis_problems(self) -> list[str]:
         problems = []
         files = {
             "CHAT_REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
@@ -148,6 +152,8 @@ class Settings:
         for name, path in files.items():
             if path and not os.path.isfile(path):
                 problems.append(f"{name}: no such file {path!r}")
+        if self.redis_username and not self.redis_password:
+            problems.append("CHAT_REDIS_USERNAME needs CHAT_REDIS_PASSWORD")
         if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
             problems.append("CHAT_REDIS_TLS_CERT_FILE and CHAT_REDIS_TLS_KEY_FILE go together")
         if self.redis_cluster_tls and not self.cluster_mode:
@@ -163,9 +169,11 @@ class Settings:
             )
         return problems
 
-    def redis_tls_options(self) -> dict[str, Any]:
-        """The TLS files as redis-py's ssl_* options (unset ones left to its defaults)."""
+    def redis_options(self) -> dict[str, Any]:
+        """Credentials and TLS files as redis-py client options (unset ones left out)."""
         options = {
+            "username": self.redis_username,
+            "password": self.redis_password,
             "ssl_ca_certs": self.redis_tls_ca_file,
             "ssl_certfile": self.redis_tls_cert_file,
             "ssl_keyfile": self.redis_tls_key_file,

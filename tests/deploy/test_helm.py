@@ -454,17 +454,36 @@ def test_existing_secret(helm: Helm, service: str) -> None:
         assert secret_ref(deployment, "CHAT_MONGODB_URI") == ("chat-prod", "uri")
 
 
-def test_redis_url_from_secret(helm: Helm) -> None:
-    docs, deployment = render_service(
-        helm,
-        "metrics",
-        "secrets.redisUrlFromSecret=true",
-        "secrets.redisUrl=redis://:pw@redis:6379/0",
-    )
+@pytest.mark.parametrize(
+    ("sets", "variable", "key", "value"),
+    [
+        (
+            ("secrets.redisUrlFromSecret=true", "secrets.redisUrl=redis://:pw@redis:6379/0"),
+            "CHAT_REDIS_URL",
+            "redis-url",
+            "redis://:pw@redis:6379/0",
+        ),
+        (
+            ("secrets.redisPasswordFromSecret=true", "secrets.redisPassword=cluster-pw"),
+            "CHAT_REDIS_PASSWORD",
+            "redis-password",
+            "cluster-pw",
+        ),
+    ],
+)
+def test_redis_access_from_secret(
+    helm: Helm, sets: tuple[str, ...], variable: str, key: str, value: str
+) -> None:
+    docs, deployment = render_service(helm, "metrics", *sets)
     secret = one(docs, "Secret")
-    assert secret_ref(deployment, "CHAT_REDIS_URL") == (secret["metadata"]["name"], "redis-url")
-    assert secret_data(secret)["redis-url"] == "redis://:pw@redis:6379/0"
-    assert "CHAT_REDIS_URL" not in config_of(docs, deployment)
+    assert secret_ref(deployment, variable) == (secret["metadata"]["name"], key)
+    assert secret_data(secret)[key] == value
+    assert variable not in config_of(docs, deployment)
+
+
+def test_redis_password_is_refused_in_config(helm: Helm) -> None:
+    err = helm.template_error("chat-metrics", "config.redisPassword=oops")
+    assert "is a secret" in err
 
 
 def test_jwt_public_key_is_mounted_for_rs256(helm: Helm) -> None:

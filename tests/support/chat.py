@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from tests.support.client import ChatClient
+from tests.support.stack import Stack
 
 
 def uid(prefix: str) -> str:
@@ -71,3 +72,33 @@ async def until(predicate: Any, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def chat_through(stack: Stack) -> None:
+    """Start the four services on ``stack``; a message and a presence change go through."""
+    clients: list[ChatClient] = []
+    try:
+        gateway = stack.start_all()["gateway"]
+        alice, bob = uid("alice"), uid("bob")
+        for user in (alice, bob):
+            clients.append(await ChatClient.connect(gateway.ws_url, user))
+        a, b = clients
+        conversation = await create_conversation(a, bob)
+        ack = await send(a, conversation["id"], "sealed")
+        assert ack["type"] == "message_ack", ack
+        pushed = await b.expect("message")
+        assert pushed["message"] == ack["message"]
+        # Presence consumed alice's connection event: bob sees her online.
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            reply = await b.request(
+                {"type": "subscribe_presence", "userIds": [alice]}, "presence_state"
+            )
+            if reply["users"][alice]["status"] == "online":
+                break
+            assert asyncio.get_running_loop().time() < deadline, reply
+            await asyncio.sleep(0.1)
+    finally:
+        for client in clients:
+            await client.close()
+        stack.stop()

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -13,9 +14,12 @@ from tests.support.servers import Process, RedisTls, free_port, wait_until
 
 
 class ClusterNode(Process):
-    def __init__(self, workdir: Path, port: int, tls: RedisTls | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int, tls: RedisTls | None = None, password: str | None = None
+    ) -> None:
         self.port = port
         self.tls = tls
+        self.password = password
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -31,12 +35,16 @@ class ClusterNode(Process):
             "--save", "",
             "--protected-mode", "no",
         ]  # fmt: skip
+        if password:  # replicas authenticate to their master with it too
+            argv += ["--requirepass", password, "--masterauth", password]
         if tls:  # the TLS port only; the bus and replication over TLS too
             argv += [*tls.server_args(port), "--tls-cluster", "yes", "--tls-replication", "yes"]
         super().__init__(f"redis-{port}", argv, workdir / "redis.log")
 
     def client(self) -> redis.Redis:
-        options = {"ssl": True, **self.tls.client_options()} if self.tls else {}
+        options: dict[str, Any] = {"password": self.password}
+        if self.tls:
+            options |= {"ssl": True, **self.tls.client_options()}
         return redis.Redis(
             "127.0.0.1", self.port, socket_connect_timeout=0.5, socket_timeout=2, **options
         )
@@ -73,11 +81,20 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    def __init__(self, workdir: Path, size: int = 6, tls: RedisTls | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 6,
+        tls: RedisTls | None = None,
+        password: str | None = None,
+    ) -> None:
         """``size`` nodes: half masters and half replicas from 6 on, all masters below."""
         self.tls = tls
+        self.password = password
         self.replicas = 1 if size >= 6 else 0
-        self.nodes = [ClusterNode(workdir / f"node{i}", cluster_port(), tls) for i in range(size)]
+        self.nodes = [
+            ClusterNode(workdir / f"node{i}", cluster_port(), tls, password) for i in range(size)
+        ]
 
     @property
     def startup_nodes(self) -> str:
@@ -86,10 +103,10 @@ class RedisCluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-        tls_args: list[str] = []
+        cli_args: list[str] = ["-a", self.password] if self.password else []
         if self.tls:
             options = self.tls.client_options()
-            tls_args = [
+            cli_args += [
                 "--tls",
                 *("--cacert", options["ssl_ca_certs"]),
                 *("--cert", options["ssl_certfile"], "--key", options["ssl_keyfile"]),
@@ -97,7 +114,7 @@ class RedisCluster:
         subprocess.run(
             [
                 shutil.which("redis-cli") or "redis-cli",
-                *tls_args,
+                *cli_args,
                 "--cluster", "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
                 "--cluster-replicas", str(self.replicas),

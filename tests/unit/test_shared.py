@@ -62,7 +62,7 @@ def test_settings_from_env_and_validation() -> None:
         Settings.from_env({"CHAT_SEND_QUEUE_MAX_BYTES": "1024"})
 
 
-def test_redis_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
+def test_redis_credentials_and_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
     ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
     for path in (ca, cert, key):
         path.write_text("-")
@@ -72,14 +72,18 @@ def test_redis_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
         "CHAT_REDIS_TLS_KEY_FILE": str(key),
     }
     cluster = {"CHAT_REDIS_CLUSTER_NODES": "10.0.0.1:6379", "CHAT_REDIS_CLUSTER_TLS": "1"}
-    assert Settings.from_env({**files, **cluster}).redis_tls_options() == {
+    assert Settings.from_env({**files, **cluster}).redis_options() == {
         "ssl_ca_certs": str(ca),
         "ssl_certfile": str(cert),
         "ssl_keyfile": str(key),
     }
     standalone = Settings.from_env({**files, "CHAT_REDIS_URL": "rediss://redis:6380/0"})
-    assert standalone.redis_tls_options()["ssl_ca_certs"] == str(ca)
-    assert Settings.from_env({}).redis_tls_options() == {}
+    assert standalone.redis_options()["ssl_ca_certs"] == str(ca)
+    assert Settings.from_env({}).redis_options() == {}
+    credentials = Settings.from_env({"CHAT_REDIS_USERNAME": "chat", "CHAT_REDIS_PASSWORD": "pw"})
+    assert credentials.redis_options() == {"username": "chat", "password": "pw"}
+    with pytest.raises(SettingsError, match="CHAT_REDIS_USERNAME needs CHAT_REDIS_PASSWORD"):
+        Settings.from_env({"CHAT_REDIS_USERNAME": "chat"})
     # Files without TLS would be silently ignored: refused instead.
     with pytest.raises(SettingsError, match="rediss://"):
         Settings.from_env(files)

@@ -7,7 +7,7 @@ so the service's own default applies. Secrets never go through the ConfigMap.
 */}}
 
 {{- define "chat-lib.secretConfigKeys" -}}
-{{- list "jwtSecret" "mongodbUri" "adminToken" "CHAT_JWT_SECRET" "CHAT_MONGODB_URI" "CHAT_ADMIN_TOKEN" | toYaml }}
+{{- list "jwtSecret" "mongodbUri" "adminToken" "redisPassword" "CHAT_JWT_SECRET" "CHAT_MONGODB_URI" "CHAT_ADMIN_TOKEN" "CHAT_REDIS_PASSWORD" | toYaml }}
 {{- end }}
 
 {{/* The CHAT_* variables the ConfigMap holds, as a YAML map. */}}
@@ -89,6 +89,13 @@ data:
     secretKeyRef:
       name: {{ include "chat-lib.secretName" . }}
       key: {{ $s.keys.redisUrl }}
+{{- end }}
+{{- if $s.redisPasswordFromSecret }}
+- name: CHAT_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chat-lib.secretName" . }}
+      key: {{ $s.keys.redisPassword }}
 {{- end }}
 {{- $g := include "chat-lib.global" . | fromYaml }}
 {{- with concat ($g.extraEnv | default list) (.Values.extraEnv | default list) }}

@@ -1,6 +1,7 @@
 {{/*
 Secrets: the JWT secret (HS256) or public key (RS256/ES256), the MongoDB URI
-and optionally the Redis URL (when it carries a password).
+and optionally the Redis URL (when it carries a password) or the Redis
+password alone (a Redis Cluster with AUTH).
 
 Where the Secret comes from, first match wins:
   1. secrets.existingSecret (per chart, or global.chat.secrets.existingSecret)
@@ -74,6 +75,9 @@ data:
 {{- if $s.redisUrlFromSecret }}
   {{ $s.keys.redisUrl }}: {{ required "secrets.redisUrl is required with secrets.redisUrlFromSecret, or use secrets.existingSecret" $s.redisUrl | b64enc | quote }}
 {{- end }}
+{{- if $s.redisPasswordFromSecret }}
+  {{ $s.keys.redisPassword }}: {{ required "secrets.redisPassword is required with secrets.redisPasswordFromSecret, or use secrets.existingSecret" $s.redisPassword | b64enc | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The Secret of a service chart, when that chart creates its own. */}}
@@ -81,7 +85,7 @@ data:
 {{- $s := include "chat-lib.secrets" . | fromYaml }}
 {{- if and $s.create (not $s.existingSecret) (not $s.shared) }}
 {{- $needs := .Values.needs | default dict }}
-{{- if or $needs.jwt $needs.mongodb $s.redisUrlFromSecret }}
+{{- if or $needs.jwt $needs.mongodb $s.redisUrlFromSecret $s.redisPasswordFromSecret }}
 {{- include "chat-lib.secretObject" (dict "ctx" . "name" (include "chat-lib.fullname" .) "secrets" $s "config" (include "chat-lib.config" . | fromYaml) "needs" $needs "labels" (include "chat-lib.labels" .)) }}
 {{- end }}
 {{- end }}

@@ -1,4 +1,5 @@
-"""Redis over TLS with client certificates (Redis's default for its TLS port).
+"""Redis that asks who connects: TLS with client certificates (Redis's default
+for its TLS port) and passwords, standalone and cluster.
 
 The connections this project holds itself (pipelines, blocking stream reads,
 pub/sub) must present the client certificate and verify the server exactly
@@ -8,7 +9,6 @@ PING on the pool and then fails on its first held connection.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -19,8 +19,7 @@ import redis.asyncio as redis
 from shared.command_conn import CommandConnection
 from shared.pubsub import StandaloneSubscriber
 from shared.redis_client import REDIS_ERRORS
-from tests.support.chat import create_conversation, send, uid, until
-from tests.support.client import ChatClient
+from tests.support.chat import chat_through, uid, until
 from tests.support.cluster import RedisCluster
 from tests.support.servers import FerretDB, RedisServer, RedisTls
 from tests.support.stack import Stack
@@ -93,57 +92,46 @@ async def test_a_server_the_trusted_ca_did_not_sign_is_refused(
 async def test_the_services_chat_over_tls(
     tls_redis: RedisServer, ferretdb: FerretDB, workdir: Path
 ) -> None:
-    await _chat(Stack(tls_redis.url, ferretdb.uri, workdir / "tls-stack"))
+    await chat_through(Stack(tls_redis.url, ferretdb.uri, workdir / "tls-stack"))
 
 
 async def test_the_services_chat_over_a_tls_cluster(
     tls: RedisTls, ferretdb: FerretDB, workdir: Path
 ) -> None:
     """Cluster mode: node discovery, sharded pub/sub and pipelines per node, all over TLS."""
-    cluster = RedisCluster(workdir / "tls-cluster", size=3, tls=tls)
+    await _chat_on(
+        RedisCluster(workdir / "tls-cluster", size=3, tls=tls),
+        ferretdb,
+        workdir / "tls-cluster-stack",
+        CHAT_REDIS_CLUSTER_TLS="1",
+        CHAT_REDIS_TLS_CA_FILE=str(tls.ca),
+        CHAT_REDIS_TLS_CERT_FILE=str(tls.client.cert),
+        CHAT_REDIS_TLS_KEY_FILE=str(tls.client.key),
+    )
+
+
+async def test_the_services_chat_over_a_cluster_with_a_password(
+    ferretdb: FerretDB, workdir: Path
+) -> None:
+    """Every connection (pool, held, sharded pub/sub per node) authenticates."""
+    await _chat_on(
+        RedisCluster(workdir / "auth-cluster", size=3, password="cluster-s3cret"),
+        ferretdb,
+        workdir / "auth-cluster-stack",
+        CHAT_REDIS_PASSWORD="cluster-s3cret",
+    )
+
+
+async def _chat_on(cluster: RedisCluster, ferretdb: FerretDB, workdir: Path, **env: str) -> None:
     cluster.start()
     try:
-        await _chat(
-            Stack(
-                "redis://unused:1/0",
-                ferretdb.uri,
-                workdir / "tls-cluster-stack",
-                CHAT_REDIS_CLUSTER_NODES=cluster.startup_nodes,
-                CHAT_REDIS_CLUSTER_TLS="1",
-                CHAT_REDIS_TLS_CA_FILE=str(tls.ca),
-                CHAT_REDIS_TLS_CERT_FILE=str(tls.client.cert),
-                CHAT_REDIS_TLS_KEY_FILE=str(tls.client.key),
-            )
+        stack = Stack(
+            "redis://unused:1/0",
+            ferretdb.uri,
+            workdir,
+            CHAT_REDIS_CLUSTER_NODES=cluster.startup_nodes,
+            **env,
         )
+        await chat_through(stack)
     finally:
         cluster.stop()
-
-
-async def _chat(stack: Stack) -> None:
-    """Start the four services on ``stack``; a message and a presence change go through."""
-    clients: list[ChatClient] = []
-    try:
-        gateway = stack.start_all()["gateway"]
-        alice, bob = uid("alice"), uid("bob")
-        for user in (alice, bob):
-            clients.append(await ChatClient.connect(gateway.ws_url, user))
-        a, b = clients
-        conversation = await create_conversation(a, bob)
-        ack = await send(a, conversation["id"], "sealed")
-        assert ack["type"] == "message_ack", ack
-        pushed = await b.expect("message")
-        assert pushed["message"] == ack["message"]
-        # Presence consumed alice's connection over TLS too: bob sees her online.
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            reply = await b.request(
-                {"type": "subscribe_presence", "userIds": [alice]}, "presence_state"
-            )
-            if reply["users"][alice]["status"] == "online":
-                break
-            assert asyncio.get_running_loop().time() < deadline, reply
-            await asyncio.sleep(0.1)
-    finally:
-        for client in clients:
-            await client.close()
-        stack.stop()
