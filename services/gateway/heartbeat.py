@@ -77,3 +77,5 @@ async def heartbeat_loop(hub: Hub, interval: float, idle_seconds: float) -> None
             log.info("dropped connections that stopped answering pings", count=swept.dropped)
         if swept.idle:
             log.info("closed idle connections", count=swept.idle)
+        if swept.expired:
+            log.info("closed connections whose token expired", count=swept.expired)
