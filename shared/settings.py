@@ -81,6 +81,9 @@ class Settings:
     command_partitions: int = 8
     command_stream_maxlen: int = 1_000_000
     event_stream_maxlen: int = 100_000
+    # Entries every consumer group is done with are trimmed this often (0:
+    # never; the MAXLEN caps above then hold them until a stream is full).
+    stream_trim_seconds: float = 5.0
     batch_size: int = 200
     block_ms: int = 1000
     lease_ttl_ms: int = 10_000

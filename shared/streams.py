@@ -24,12 +24,18 @@ from shared import keys
 from shared.command_conn import CommandConnection, held_connection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
+from shared.scripts import load_script, run_many
 
 log = get_logger(__name__)
 
 Entry = tuple[bytes, bytes]  # (stream entry id, msgpack body)
 T = TypeVar("T")
 
+TRIMMED = Counter(
+    "chat_stream_trimmed_entries_total",
+    "Stream entries removed once every consumer group was done with them",
+    ["stream"],
+)
 UNDECODABLE = Counter(
     "chat_stream_undecodable_entries_total",
     "Stream entries skipped because their body could not be decoded",
@@ -144,6 +150,42 @@ def _ids(raw: RawEntries) -> list[bytes]:
     return [entry_id for entry_id, _ in raw]
 
 
+class Trimmer:
+    """Removes the entries of streams that every consumer group is done with.
+
+    The MAXLEN caps bound a backlog while consumers are down; without more,
+    entries already handled stay until a stream is full (a million per
+    command partition: gigabytes of Redis memory in steady state). Every
+    ``interval`` seconds (0: never) the consumers trim each stream below the
+    oldest entry some group has not yet been given or not yet acknowledged
+    (``trim_consumed.lua``). A failed trim is logged and tried again later:
+    it only delays freeing memory.
+    """
+
+    def __init__(self, client: RedisClient, interval: float) -> None:
+        self.client = client
+        self.interval = interval
+        self._next = 0.0
+
+    async def maybe(self, streams: Sequence[str]) -> None:
+        """Trim ``streams`` if ``interval`` has passed since the last trim."""
+        if self.interval <= 0 or not streams:
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        script = load_script(self.client, "trim_consumed")
+        try:
+            removed = await run_many(self.client, script, [([s], []) for s in streams])
+        except (ResponseError, *REDIS_ERRORS) as exc:
+            log.warning("stream trim failed", streams=list(streams), error=str(exc))
+            return
+        for stream, count in zip(streams, removed, strict=True):
+            if count:
+                TRIMMED.labels(stream=stream).inc(count)
+
+
 class GroupConsumer:
     """Runs ``handler`` over batches of one stream for one consumer of a group."""
 
@@ -159,6 +201,7 @@ class GroupConsumer:
         block_ms: int = 1000,
         reclaim_idle_ms: int = 30_000,
         linger_ms: int = 0,
+        trim_seconds: float = 0,
         on_batch: Callable[[str, int], None] | None = None,
         on_reclaim: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -175,6 +218,7 @@ class GroupConsumer:
         self.linger_ms = linger_ms
         self._on_batch = on_batch
         self._on_reclaim = on_reclaim
+        self._trimmer = Trimmer(client, trim_seconds)
         self._backlog = True  # read our own pending entries first
         self._stopping = asyncio.Event()
         self._to_ack: dict[str, list[bytes]] = {}  # handled, XACK not yet sent
@@ -217,6 +261,7 @@ class GroupConsumer:
                 if self.reclaim_idle_ms >= 0 and loop.time() >= next_reclaim:
                     await self.reclaim(self.reclaim_idle_ms)
                     next_reclaim = loop.time() + max(self.reclaim_idle_ms / 2000, 1.0)
+                await self._trimmer.maybe([self.stream])
                 read = await self.step()
                 delay = 0.05
                 if self.linger_ms and read < self.batch_size:

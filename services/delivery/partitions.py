@@ -79,6 +79,7 @@ class PartitionManager:
             self.handler,
             batch_size=self.settings.batch_size,
             block_ms=self.settings.block_ms,
+            trim_seconds=self.settings.stream_trim_seconds,
             on_reclaim=metrics.RECLAIMED.inc,
             conn=held_connection(self.redis),
         )

@@ -32,6 +32,7 @@ from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.streams import (
     Entry,
     RawEntries,
+    Trimmer,
     ack_then_read,
     claim_all,
     ensure_group,
@@ -59,6 +60,7 @@ class PartitionReader:
         *,
         batch_size: int,
         block_ms: int,
+        trim_seconds: float = 0,
         on_reclaim: Callable[[int], None] | None = None,
         conn: CommandConnection | None = None,
     ) -> None:
@@ -70,6 +72,7 @@ class PartitionReader:
         self.batch_size = batch_size
         self.block_ms = min(block_ms, MAX_BLOCK_MS)
         self._on_reclaim = on_reclaim
+        self._trimmer = Trimmer(client, trim_seconds)
         self._backlog: dict[str, bool] = {}  # owned stream -> still reading own pending
         self._changed = asyncio.Event()
         self._busy = asyncio.Lock()  # held while a batch is handled
@@ -129,6 +132,7 @@ class PartitionReader:
                     self._changed.clear()
                     await self._changed.wait()
                     continue
+                await self._trimmer.maybe(self.streams)
                 await self.step()
                 delay = 0.05
             except asyncio.CancelledError:

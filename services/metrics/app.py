@@ -45,6 +45,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
+        trim_seconds=settings.stream_trim_seconds,
         linger_ms=ROLLUP_LINGER_MS,
     )
     tasks = [

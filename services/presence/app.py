@@ -46,6 +46,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
+        trim_seconds=settings.stream_trim_seconds,
     )
     sweeper = GatewaySweeper(redis_client, state, announcer, settings)
     tasks = [
