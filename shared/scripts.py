@@ -50,20 +50,30 @@ async def run_many(
     calls: Sequence[tuple[list[str], list[Any]]],
     conn: CommandConnection | None = None,
 ) -> list[Any]:
-    """Run one script for many key sets: pipelined on standalone Redis.
+    """Run one script for many key sets (see ``run_calls``)."""
+    return await run_calls(client, [(script, k, a) for k, a in calls], conn)
+
+
+async def run_calls(
+    client: RedisClient,
+    calls: Sequence[tuple[AsyncScript, list[str], list[Any]]],
+    conn: CommandConnection | None = None,
+) -> list[Any]:
+    """Run script calls (script, keys, args) in order: pipelined on standalone Redis.
 
     redis-py refuses scripts inside a cluster pipeline (keys may live on
     different nodes), so on a cluster the calls go out concurrently instead:
-    still one round trip of latency, spread over the nodes' connections.
+    still one round trip of latency, spread over the nodes' connections, but
+    in no set order (calls whose order matters go in separate batches).
     """
     if not calls:
         return []
     if isinstance(client, RedisCluster):
-        return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
+        return list(await asyncio.gather(*(script(keys=k, args=a) for script, k, a in calls)))
     ops: list[Op] = [
-        ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for keys_, args in calls
+        ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for script, keys_, args in calls
     ]
-    return await execute(client, ops, [script], conn)
+    return await execute(client, ops, list({id(c[0]): c[0] for c in calls}.values()), conn)
 
 
 async def _run(client: RedisClient, ops: Sequence[Op], conn: CommandConnection | None) -> list[Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from services.presence import metrics
 from services.presence.announce import Announcer
-from services.presence.state import PresenceState, Transition
+from services.presence.state import Change, PresenceState, Transition
 from shared import keys
-from shared.events import ConnEvent, ConnOpened, decode_conn_event
+from shared.events import ConnOpened, decode_conn_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
 from shared.streams import Entry, decode_entries
@@ -34,30 +33,29 @@ class ConnectionEvents:
         # and it announces every connection again. A gateway whose deadline
         # merely lapsed is still registered: the sweep decides about it.
         alive = await self._alive_gateways({e.gateway_id for e in events})
-        # Events of one user are applied in order; different users concurrently,
-        # so a batch costs a few round trips, not two per event.
-        by_user: dict[str, list[ConnEvent]] = {}
-        for event in events:
-            by_user.setdefault(event.user_id, []).append(event)
-        results = await asyncio.gather(*(self._apply(evs, alive) for evs in by_user.values()))
-        await self.announcer.announce([t for found in results for t in found])
-
-    async def _apply(self, events: list[ConnEvent], alive: set[str]) -> list[Transition]:
-        transitions: list[Transition] = []
-        for event in events:
-            if isinstance(event, ConnOpened):
-                metrics.EVENTS.labels(kind="open").inc()
-                if event.gateway_id not in alive:
-                    continue  # no tombstone: a re-announce must be able to open it
-                if await self.state.open(event.user_id, event.connection_id, event.gateway_id):
-                    transitions.append(Transition(event.user_id, True, event.at, event.user_name))
-            else:
-                metrics.EVENTS.labels(kind="close").inc()
-                if await self.state.close(
-                    event.user_id, event.connection_id, event.gateway_id, event.at
-                ):
-                    transitions.append(Transition(event.user_id, False, event.at))
-        return transitions
+        # An open from a dead gateway leaves no tombstone: a re-announce must
+        # be able to open it.
+        kept = [e for e in events if not isinstance(e, ConnOpened) or e.gateway_id in alive]
+        opens = sum(isinstance(e, ConnOpened) for e in events)
+        metrics.EVENTS.labels(kind="open").inc(opens)
+        metrics.EVENTS.labels(kind="close").inc(len(events) - opens)
+        changes = [
+            Change(e.user_id, e.connection_id, e.gateway_id, isinstance(e, ConnOpened), e.at)
+            for e in kept
+        ]
+        made = await self.state.apply(changes)
+        await self.announcer.announce(
+            [
+                Transition(
+                    e.user_id,
+                    isinstance(e, ConnOpened),
+                    e.at,
+                    e.user_name if isinstance(e, ConnOpened) else None,
+                )
+                for e, transition in zip(kept, made, strict=True)
+                if transition
+            ]
+        )
 
     async def _alive_gateways(self, gateway_ids: set[str]) -> set[str]:
         """The gateways that are registered (whatever their deadline)."""

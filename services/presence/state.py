@@ -8,11 +8,15 @@ the script that made it, so it is published exactly once per state change
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from redis.commands.core import AsyncScript
 
 from shared import keys
 from shared.redis_client import RedisClient
-from shared.scripts import load_script
+from shared.scripts import load_script, run_calls
 
 TOMBSTONE_TTL_MS = 10 * 60 * 1000
 LAST_SEEN_TTL_MS = 30 * 24 * 3600 * 1000
@@ -26,40 +30,94 @@ class Transition:
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A connection opened (``opened``) or closed on a gateway."""
+
+    user_id: str
+    connection_id: str
+    gateway_id: str
+    opened: bool
+    at: int
+
+
 class PresenceState:
     def __init__(self, redis_client: RedisClient) -> None:
         self.redis = redis_client
         self._open = load_script(redis_client, "presence_open")
         self._close = load_script(redis_client, "presence_close")
 
-    async def open(self, user_id: str, connection_id: str, gateway_id: str) -> bool:
-        """Record a connection; True when the user just came online."""
-        result = await self._open(
-            keys=[keys.user_connections_key(user_id), keys.user_tombstones_key(user_id)],
-            args=[connection_id, gateway_id, TOMBSTONE_TTL_MS],
-        )
-        if int(result) == -1:
-            return False
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.gateway_connections_key(gateway_id), connection_id, user_id)
-        # Unconditional, so a crash between the script and here heals on redelivery.
-        pipe.sadd(keys.online_users_key(), user_id)
-        await pipe.execute()
-        return int(result) == 1
+    async def apply(self, changes: Sequence[Change]) -> list[bool]:
+        """Record opens and closes; per change, True when it took its user
+        online (an open) or offline (a close).
 
-    async def close(self, user_id: str, connection_id: str, gateway_id: str, at: int) -> bool:
-        """Forget a connection; True when the user just went offline."""
-        result = await self._close(
-            keys=[
-                keys.user_connections_key(user_id),
-                keys.user_tombstones_key(user_id),
-                keys.user_last_seen_key(user_id),
+        One user's changes are applied in their order, different users'
+        together: a batch costs two round trips per round (the scripts, then
+        the registry writes), and there are as many rounds as the most
+        changes of one user in it, not one task and two round trips per
+        change. On a cluster the scripts of a round run concurrently, which
+        is why a user's next change waits for the next round.
+        """
+        results: list[bool] = [False] * len(changes)
+        for round_ in _rounds(changes):
+            calls = [self._call(changes[i]) for i in round_]
+            replies = [int(r) for r in await run_calls(self.redis, calls)]
+            pipe = self.redis.pipeline(transaction=False)
+            writes = 0
+            for i, reply in zip(round_, replies, strict=True):
+                change = changes[i]
+                registry = keys.gateway_connections_key(change.gateway_id)
+                if change.opened:
+                    if reply == -1:  # closed before it was recorded: nothing to add
+                        continue
+                    pipe.hset(registry, change.connection_id, change.user_id)
+                    # Unconditional, so a crash between the script and here
+                    # heals on redelivery.
+                    pipe.sadd(keys.online_users_key(), change.user_id)
+                    writes += 1
+                else:
+                    pipe.hdel(registry, change.connection_id)
+                    writes += 1
+                    if reply in (1, 2):
+                        pipe.srem(keys.online_users_key(), change.user_id)
+                results[i] = reply == 1
+            if writes:
+                await pipe.execute()
+        return results
+
+    def _call(self, change: Change) -> tuple[AsyncScript, list[str], list[Any]]:
+        user = change.user_id
+        if change.opened:
+            return (
+                self._open,
+                [keys.user_connections_key(user), keys.user_tombstones_key(user)],
+                [change.connection_id, change.gateway_id, TOMBSTONE_TTL_MS],
+            )
+        return (
+            self._close,
+            [
+                keys.user_connections_key(user),
+                keys.user_tombstones_key(user),
+                keys.user_last_seen_key(user),
             ],
-            args=[connection_id, at, TOMBSTONE_TTL_MS, gateway_id, LAST_SEEN_TTL_MS],
+            [
+                change.connection_id,
+                change.at,
+                TOMBSTONE_TTL_MS,
+                change.gateway_id,
+                LAST_SEEN_TTL_MS,
+            ],
         )
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hdel(keys.gateway_connections_key(gateway_id), connection_id)
-        if int(result) in (1, 2):
-            pipe.srem(keys.online_users_key(), user_id)
-        await pipe.execute()
-        return int(result) == 1
+
+
+def _rounds(changes: Sequence[Change]) -> list[list[int]]:
+    """Indexes of ``changes`` by round: the k-th change of every user in round k."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, change in enumerate(changes):
+        k = seen.get(change.user_id, 0)
+        seen[change.user_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds

@@ -13,7 +13,7 @@ import time
 
 from services.presence import metrics
 from services.presence.announce import Announcer
-from services.presence.state import PresenceState, Transition
+from services.presence.state import Change, PresenceState, Transition
 from shared import keys
 from shared.lease import Lease
 from shared.logging import get_logger
@@ -68,13 +68,6 @@ class GatewaySweeper:
                 await lease.release()
         return swept
 
-    async def _close_all(self, user: str, conns: list[str], gateway_id: str, at: int) -> bool:
-        """Close one user's connections on the dead gateway, in order."""
-        offline = False
-        for conn in conns:
-            offline = await self.state.close(user, conn, gateway_id, at) or offline
-        return offline
-
     async def sweep(self, gateway_id: str) -> None:
         start = time.perf_counter()
         key = keys.gateway_connections_key(gateway_id)
@@ -85,20 +78,14 @@ class GatewaySweeper:
             # HSCAN over one dead gateway's own hash, not the keyspace.
             cursor, chunk = await self.redis.hscan(key, cursor, count=SWEEP_CHUNK)
             assert isinstance(chunk, dict)
-            by_user: dict[str, list[str]] = {}
-            for conn, user in chunk.items():
-                by_user.setdefault(text(user), []).append(text(conn))
-            went_offline = await asyncio.gather(
-                *(self._close_all(user, conns, gateway_id, at) for user, conns in by_user.items())
-            )
-            removed += sum(len(conns) for conns in by_user.values())
-            await self.announcer.announce(
-                [
-                    Transition(user, False, at)
-                    for user, offline in zip(by_user, went_offline, strict=True)
-                    if offline
-                ]
-            )
+            changes = [
+                Change(text(user), text(conn), gateway_id, False, at)
+                for conn, user in chunk.items()
+            ]
+            made = await self.state.apply(changes)
+            offline = {c.user_id for c, gone in zip(changes, made, strict=True) if gone}
+            removed += len(changes)
+            await self.announcer.announce([Transition(user, False, at) for user in sorted(offline)])
             if cursor == 0:
                 break
         # Remove the gateway only if it did not come back meanwhile.

@@ -8,6 +8,7 @@ import time
 
 import redis.asyncio as redis
 
+from services.presence.state import Change, PresenceState, _rounds
 from shared import keys
 from shared.tokens import make_token
 from tests.support.chat import create_conversation, uid
@@ -217,4 +218,38 @@ async def test_presence_restart_mid_churn_converges(fresh_stack, redis_server) -
         for conns in live.values():
             for c in conns:
                 await c.close()
+        await client.aclose()
+
+
+async def test_one_batch_applies_each_users_changes_in_their_order(redis_server) -> None:
+    """Many users' opens and closes in one call: one user's in order, transitions exact."""
+    client = redis.Redis.from_url(redis_server.url)
+    state = PresenceState(client)
+    u, v, gateway = uid("u"), uid("v"), uid("gw")
+
+    def change(user: str, conn: str, opened: bool) -> Change:
+        return Change(user, conn, gateway, opened, int(time.time() * 1000))
+
+    try:
+        changes = [
+            change(u, "c1", True),  # u online
+            change(v, "d1", True),  # v online
+            change(u, "c2", True),
+            change(u, "c1", False),
+            change(u, "c2", False),  # u offline
+            change(u, "c3", True),  # u online again
+            change(v, "d0", False),  # closed before it was opened: a tombstone
+            change(v, "d0", True),  # the late open is ignored
+        ]
+        # On a cluster a round's scripts run concurrently: a user's next change
+        # waits for the next round.
+        assert _rounds(changes) == [[0, 1], [2, 6], [3, 7], [4], [5]]
+        made = await state.apply(changes)
+        assert made == [True, True, False, False, True, True, False, False]
+        registry = await client.hgetall(keys.gateway_connections_key(gateway))
+        assert registry == {b"c3": u.encode(), b"d1": v.encode()}
+        assert await client.hkeys(keys.user_connections_key(u)) == [b"c3"]
+        online = await client.smismember(keys.online_users_key(), [u, v])
+        assert online == [1, 1]
+    finally:
         await client.aclose()
