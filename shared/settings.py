@@ -12,7 +12,10 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, get_type_hints
+
+import jwt
 
 PREFIX = "CHAT_"
 
@@ -184,9 +187,11 @@ class Settings:
         return {name: value for name, value in options.items() if value}
 
     def require_jwt(self) -> None:
-        """Gateway-only check: a verification key must be configured."""
+        """Gateway-only check: a verification key must be configured (and usable)."""
         if self.jwt_algorithm == "HS256" and not self.jwt_secret:
             raise SettingsError("CHAT_JWT_SECRET is required (HS256)")
+        if self.jwt_algorithm != "HS256" and self.jwt_public_key and not self.jwt_jwks_file:
+            public_key(self.jwt_algorithm, self.jwt_public_key)
 
     @property
     def cluster_mode(self) -> bool:
@@ -209,3 +214,14 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
         return raw
     except ValueError as exc:
         raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}: {exc}") from None
+
+
+def public_key(algorithm: str, path: str) -> Any:
+    """The verification key in the PEM file at ``path``, parsed for ``algorithm``."""
+    try:
+        pem = Path(path).read_bytes()
+        return jwt.get_algorithm_by_name(algorithm).prepare_key(pem)
+    except (OSError, ValueError, jwt.InvalidKeyError) as exc:
+        raise SettingsError(
+            f"CHAT_JWT_PUBLIC_KEY={path!r} holds no usable {algorithm} public key: {exc}"
+        ) from None

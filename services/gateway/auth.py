@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import jwt
 from aiohttp import web
 
-from shared.settings import Settings
+from shared.settings import Settings, public_key
 
 
 class AuthError(Exception):
@@ -48,7 +48,10 @@ class TokenVerifier:
             keyset = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file).read_text())
             self.jwks = {k.key_id: k.key for k in keyset.keys if k.key_id}
         else:
-            self.key = Path(settings.jwt_public_key).read_bytes()
+            # Parsed once here, not by PyJWT on every connect (tens of µs for
+            # an RSA key), and a file that holds no usable key stops the
+            # gateway at start instead of refusing every client.
+            self.key = public_key(self.algorithm, settings.jwt_public_key)
 
     def _key_for(self, token: str) -> Any:
         if not self.jwks:

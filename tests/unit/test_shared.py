@@ -148,3 +148,24 @@ def test_label_cache_resolves_each_child_once() -> None:
     assert cache["a"] is counter.labels(type="a")
     assert registry.get_sample_value("probe_total", {"type": "a"}) == 3
     assert registry.get_sample_value("probe_total", {"type": "b"}) == 1
+
+
+def test_a_public_key_file_without_a_usable_key_stops_the_gateway_at_start(
+    tmp_path: Path,
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    good, bad = tmp_path / "good.pem", tmp_path / "bad.pem"
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    good.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    bad.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    env = {"CHAT_JWT_ALGORITHM": "ES256"}
+    Settings.from_env({**env, "CHAT_JWT_PUBLIC_KEY": str(good)}).require_jwt()
+    for path in (bad, tmp_path / "missing.pem"):
+        with pytest.raises(SettingsError, match=r"CHAT_JWT_PUBLIC_KEY=.*no usable ES256"):
+            Settings.from_env({**env, "CHAT_JWT_PUBLIC_KEY": str(path)}).require_jwt()
