@@ -70,10 +70,16 @@ async def run_calls(
         return []
     if isinstance(client, RedisCluster):
         return list(await asyncio.gather(*(script(keys=k, args=a) for script, k, a in calls)))
-    ops: list[Op] = [
+    return await execute(
+        client, script_ops(calls), list({id(c[0]): c[0] for c in calls}.values()), conn
+    )
+
+
+def script_ops(calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> list[Op]:
+    """Script calls as EVALSHA pipeline ops (for ``execute``, on standalone Redis)."""
+    return [
         ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for script, keys_, args in calls
     ]
-    return await execute(client, ops, list({id(c[0]): c[0] for c in calls}.values()), conn)
 
 
 async def _run(client: RedisClient, ops: Sequence[Op], conn: CommandConnection | None) -> list[Any]:

@@ -20,12 +20,12 @@ import math
 from aiohttp import web
 
 from services.gateway import metrics
-from services.gateway.appkeys import LIMITER, VERIFIER
+from services.gateway.appkeys import LIMITER, RELAY, VERIFIER
 from services.gateway.auth import AuthError, Identity, token_from_request, unauthorized
 from shared import keys
 from shared.ratelimit import decision_from_reply
 from shared.redis_client import REDIS_ERRORS
-from shared.scripts import run_many
+from shared.scripts import Op, execute, run_calls, script_ops
 from shared.web import REDIS, SETTINGS
 
 
@@ -76,22 +76,28 @@ async def admit(request: web.Request) -> Identity | web.Response:
         return unauthorized(exc)
 
     redis_client = app[REDIS]
-    pipe = redis_client.pipeline(transaction=False)
-    pipe.exists(keys.revoked_token_key(identity.jti or ""))
-    pipe.hlen(keys.user_connections_key(identity.user_id))
+    ops: list[Op] = [
+        ("exists", (keys.revoked_token_key(identity.jti or ""),), {}),
+        ("hlen", (keys.user_connections_key(identity.user_id),), {}),
+    ]
     limit = limiter.limit_for("connection:create")
     calls = []
     if limit is not None:
-        calls.append(
-            limiter.call_args(keys.rate_limit_key(identity.user_id, "connection:create"), limit)
-        )
+        key = keys.rate_limit_key(identity.user_id, "connection:create")
+        calls.append((limiter.script, *limiter.call_args(key, limit)))
+    # Standalone: one pipeline on the relay's held connection (pipelines of
+    # several tasks are answered in order), not a pool round trip per connect.
+    conn = app[RELAY].conn
     try:
-        replies, limited = await asyncio.gather(
-            pipe.execute(), run_many(redis_client, limiter.script, calls)
-        )
+        if conn is not None:
+            replies = await execute(redis_client, ops + script_ops(calls), [limiter.script], conn)
+        else:  # a cluster refuses scripts in a pipeline
+            plain, limited = await asyncio.gather(
+                execute(redis_client, ops), run_calls(redis_client, calls)
+            )
+            replies = [*plain, *limited]
     except REDIS_ERRORS:
         return unavailable()
-    replies = [*replies, *limited]
     if identity.jti and replies[0]:
         metrics.AUTH_FAILURES.labels(reason="token_revoked").inc()
         return unauthorized(AuthError("token_revoked", "the token has been revoked"))
