@@ -70,9 +70,24 @@ async def run_calls(
         return []
     if isinstance(client, RedisCluster):
         return list(await asyncio.gather(*(script(keys=k, args=a) for script, k, a in calls)))
-    return await execute(
-        client, script_ops(calls), list({id(c[0]): c[0] for c in calls}.values()), conn
-    )
+    return await execute(client, script_ops(calls), _scripts(calls), conn)
+
+
+async def run_with(
+    client: RedisClient,
+    ops: Sequence[Op],
+    calls: Sequence[tuple[AsyncScript, list[str], list[Any]]],
+    conn: CommandConnection | None = None,
+) -> list[Any]:
+    """``ops``, then the script ``calls``: their replies in that order, the first error raised.
+
+    One pipeline on standalone Redis. A cluster refuses scripts in a
+    pipeline, so there the ops go as a cluster pipeline alongside the calls.
+    """
+    if isinstance(client, RedisCluster):
+        plain, scripted = await asyncio.gather(execute(client, ops), run_calls(client, calls))
+        return [*plain, *scripted]
+    return await execute(client, [*ops, *script_ops(calls)], _scripts(calls), conn)
 
 
 def script_ops(calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> list[Op]:
@@ -80,6 +95,11 @@ def script_ops(calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> lis
     return [
         ("evalsha", (script.sha, len(keys_), *keys_, *args), {}) for script, keys_, args in calls
     ]
+
+
+def _scripts(calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> list[AsyncScript]:
+    """The distinct scripts of ``calls`` (loaded again if Redis lost them)."""
+    return list({id(script): script for script, _, _ in calls}.values())
 
 
 async def _run(client: RedisClient, ops: Sequence[Op], conn: CommandConnection | None) -> list[Any]:

@@ -162,9 +162,12 @@ class Trimmer:
     it only delays freeing memory.
     """
 
-    def __init__(self, client: RedisClient, interval: float) -> None:
+    def __init__(
+        self, client: RedisClient, interval: float, conn: CommandConnection | None = None
+    ) -> None:
         self.client = client
         self.interval = interval
+        self.conn = conn  # the consumer's held connection, free between its reads
         self._next = 0.0
 
     async def maybe(self, streams: Sequence[str]) -> None:
@@ -177,7 +180,8 @@ class Trimmer:
         self._next = now + self.interval
         script = load_script(self.client, "trim_consumed")
         try:
-            removed = await run_many(self.client, script, [([s], []) for s in streams])
+            calls: list[tuple[list[str], list[Any]]] = [([s], []) for s in streams]
+            removed = await run_many(self.client, script, calls, self.conn)
         except (ResponseError, *REDIS_ERRORS) as exc:
             log.warning("stream trim failed", streams=list(streams), error=str(exc))
             return
@@ -218,13 +222,13 @@ class GroupConsumer:
         self.linger_ms = linger_ms
         self._on_batch = on_batch
         self._on_reclaim = on_reclaim
-        self._trimmer = Trimmer(client, trim_seconds)
         self._backlog = True  # read our own pending entries first
         self._stopping = asyncio.Event()
         self._to_ack: dict[str, list[bytes]] = {}  # handled, XACK not yet sent
         # Standalone Redis: reads and XACKs on a connection of our own, which
         # a blocking read may hold for block_ms without starving anybody.
         self.conn = held_connection(client)
+        self._trimmer = Trimmer(client, trim_seconds, self.conn)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -72,7 +72,7 @@ class PartitionReader:
         self.batch_size = batch_size
         self.block_ms = min(block_ms, MAX_BLOCK_MS)
         self._on_reclaim = on_reclaim
-        self._trimmer = Trimmer(client, trim_seconds)
+        self._trimmer = Trimmer(client, trim_seconds, conn)
         self._backlog: dict[str, bool] = {}  # owned stream -> still reading own pending
         self._changed = asyncio.Event()
         self._busy = asyncio.Lock()  # held while a batch is handled

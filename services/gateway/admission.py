@@ -14,7 +14,6 @@ it answers 503 rather than letting anyone in unchecked.
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from aiohttp import web
@@ -25,7 +24,7 @@ from services.gateway.auth import AuthError, Identity, token_from_request, unaut
 from shared import keys
 from shared.ratelimit import decision_from_reply
 from shared.redis_client import REDIS_ERRORS
-from shared.scripts import Op, execute, run_calls, script_ops
+from shared.scripts import Op, run_with
 from shared.web import REDIS, SETTINGS
 
 
@@ -85,17 +84,10 @@ async def admit(request: web.Request) -> Identity | web.Response:
     if limit is not None:
         key = keys.rate_limit_key(identity.user_id, "connection:create")
         calls.append((limiter.script, *limiter.call_args(key, limit)))
-    # Standalone: one pipeline on the relay's held connection (pipelines of
-    # several tasks are answered in order), not a pool round trip per connect.
-    conn = app[RELAY].conn
     try:
-        if conn is not None:
-            replies = await execute(redis_client, ops + script_ops(calls), [limiter.script], conn)
-        else:  # a cluster refuses scripts in a pipeline
-            plain, limited = await asyncio.gather(
-                execute(redis_client, ops), run_calls(redis_client, calls)
-            )
-            replies = [*plain, *limited]
+        # Standalone: one pipeline on the relay's held connection (pipelines
+        # of several tasks are answered in order), not a pool round trip.
+        replies = await run_with(redis_client, ops, calls, app[RELAY].conn)
     except REDIS_ERRORS:
         return unavailable()
     if identity.jti and replies[0]:

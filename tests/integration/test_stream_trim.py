@@ -120,7 +120,7 @@ async def test_a_consumer_trims_what_it_handled(client: redis.Redis) -> None:
     assert seen == [b"%d" % i for i in range(5 * NODE)]
 
 
-async def test_delivery_trims_its_command_partitions(redis_server, ferretdb, fresh_stack) -> None:
+async def test_delivery_trims_its_command_partitions(fresh_stack) -> None:
     """Every message acked and pushed, and the partition does not keep them all."""
     fresh_stack.overrides["CHAT_STREAM_TRIM_SECONDS"] = "0.2"
     gateway = fresh_stack.start_all()["gateway"]
