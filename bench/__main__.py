@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Plan:
+    """What every system is run with."""
+
+    args: argparse.Namespace
+    sizes: Sizes
+    scenarios: list[str]
+    server_cpus: set[int] | None
+    loadgen_cpus: set[int] | None
+    workdir: Path
+
+
 def ensure_peers(names: list[str]) -> None:
     wanted = set()
     if "centrifugo" in names:
@@ -95,16 +109,11 @@ def ensure_peers(names: list[str]) -> None:
             log(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else f"{what} ok")
 
 
-def run_system(
-    name: str,
-    args: argparse.Namespace,
-    sizes: Sizes,
-    scenarios: list[str],
-    server_cpus: set[int] | None,
-    loadgen_cpus: set[int] | None,
-    workdir: Path,
-) -> dict[str, Any]:
+def run_system(name: str, plan: Plan) -> dict[str, Any]:
     from bench.loadgen import Pool
+
+    args, sizes, scenarios = plan.args, plan.sizes, plan.scenarios
+    server_cpus, loadgen_cpus, workdir = plan.server_cpus, plan.loadgen_cpus, plan.workdir
 
     cls = SYSTEMS[name]
     out: dict[str, Any] = {"system": cls(workdir / name, server_cpus).describe()}
@@ -122,7 +131,8 @@ def run_system(
     phases = []
     if "idle" in scenarios:
         phases.append(("idle", ["idle"]))
-    traffic = [s for s in scenarios if s in ("fanout", "one2one", "ramp")]
+    # Fan-out at the fixed rate is measured for all systems together (bench.paired).
+    traffic = [s for s in scenarios if s in ("one2one", "ramp")]
     if traffic:
         phases.append(("traffic", traffic))
     for phase, wanted in phases:
@@ -139,8 +149,6 @@ def run_system(
             else:
                 out["setup"] = runner.setup_chat_topology()
                 runner.warmup()
-                if "fanout" in wanted:
-                    out["fanout"] = runner.fanout_fixed()
                 if "one2one" in wanted:
                     out["one2one"] = runner.one_to_one()
                 if "ramp" in wanted:
@@ -156,6 +164,34 @@ def run_system(
     out["seconds"] = round(time.monotonic() - started, 1)
     log(f"{name}: done in {out['seconds']}s")
     return out
+
+
+def run_systems(names: list[str], plan: Plan, done: Callable[[str, dict[str, Any]], None]) -> None:
+    """The fan-out of every system together, then each system's other scenarios in turn."""
+    paired: dict[str, dict[str, Any]] = {}
+    if "fanout" in plan.scenarios:
+        from bench.paired import paired_fanout
+
+        able = [n for n in names if n != "chat-nopersist" or persistence_switch_supported()]
+        began = time.monotonic()
+        paired = paired_fanout(
+            able,
+            plan.args.workers,
+            plan.sizes,
+            plan.server_cpus,
+            plan.loadgen_cpus,
+            plan.workdir / "paired",
+            log,
+        )
+        log(f"fan-out, all systems: done in {time.monotonic() - began:.1f}s")
+    for name in names:
+        entry = run_system(name, plan)
+        extra = paired.get(name, {})
+        if "error" in extra:
+            entry.setdefault("errors", {})["fanout"] = extra.pop("error")
+        extra.pop("setup", None)
+        entry.update(extra)
+        done(name, entry)
 
 
 def main() -> None:
@@ -240,13 +276,14 @@ def main() -> None:
         server_cpus = set(pin["server_cpus"]) if pin["server_cpus"] else None
         loadgen_cpus = set(pin["loadgen_cpus"]) if pin["loadgen_cpus"] else None
         args.workers = pin["loadgen_workers"]
+
+        def merged(name: str, entry: dict[str, Any]) -> None:
+            entry["rerun"] = stamp
+            results["systems"][name] = entry
+
         with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
-            for name in names:
-                entry = run_system(
-                    name, args, sizes, scenarios, server_cpus, loadgen_cpus, Path(tmp)
-                )
-                entry["rerun"] = stamp
-                results["systems"][name] = entry
+            plan = Plan(args, sizes, scenarios, server_cpus, loadgen_cpus, Path(tmp))
+            run_systems(names, plan, merged)
         results.setdefault("reruns", []).append({"at": stamp, "systems": names})
         path = args.merge.with_name(args.merge.stem + f"-rerun-{stamp}.json")
         path.write_text(json.dumps(results, indent=1))
@@ -273,12 +310,14 @@ def main() -> None:
     path = RESULTS / f"run-{stamp}{'-quick' if args.quick else ''}.json"
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        for name in names:
-            results["systems"][name] = run_system(
-                name, args, sizes, scenarios, server_cpus, loadgen_cpus, workdir
-            )
+
+        def finished(name: str, entry: dict[str, Any]) -> None:
+            results["systems"][name] = entry
             path.write_text(json.dumps(results, indent=1))
+
+        workdir = args.workdir or Path(tmp)
+        plan = Plan(args, sizes, scenarios, server_cpus, loadgen_cpus, workdir)
+        run_systems(names, plan, finished)
     results["seconds"] = round(time.monotonic() - began, 1)
     path.write_text(json.dumps(results, indent=1))
     log(f"results written to {path} ({results['seconds']}s)")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import glob
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.paired import round_ratios
 from bench.systems import ROOT
 
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks.png"
 BASE = "chat"
+NOPERSIST = "chat-nopersist"
 
 WORK_NOTES = {
     "chat": (
@@ -189,8 +192,9 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     )
     add(
         f"| fan-out | {sizes['clients']:,} clients in rooms of {sizes['room_size']}; fixed "
-        f"{sizes['fixed_rate']:g} msg/s for {sizes['fixed_seconds']:g} s "
-        f"({sizes['fixed_rate'] * (sizes['room_size'] - 1):,.0f} deliveries/s) |"
+        f"{sizes['fixed_rate']:g} msg/s ({sizes['fixed_rate'] * (sizes['room_size'] - 1):,.0f} "
+        f"deliveries/s) for {sizes['fixed_seconds']:g} s per step; all systems up at once, "
+        f"one step each in turn, {sizes.get('fixed_rounds', 1)} rounds |"
     )
     add(
         f"| one-to-one | {sizes['pairs']:,} pairs of the same clients, {sizes['one2one_rate']:g} "
@@ -252,6 +256,7 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in base_fan["server_cpu"].items())
         add(f"This project's CPU-seconds by process in this step: {parts}.")
         add("")
+    add(_rounds_section(results))
 
     # (b) one-to-one
     add("## (b) One-to-one chat at a fixed rate: end-to-end latency")
@@ -453,6 +458,41 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         for profile in profiles:
             add(_profile_section(profile))
     return "\n".join(lines) + "\n"
+
+
+def _rounds_section(results: dict[str, Any]) -> str:
+    """The fan-out rounds: each system's figure per round and same-round ratios."""
+    systems = [(n, e) for n, e in _systems(results) if e.get("fanout_rounds")]
+    if not systems:
+        return ""
+    lines = [
+        "All systems were up and connected at once; each held the fixed rate for one step "
+        "in turn, round after round (the order rotating), so a slower phase of the machine "
+        "moves every system's figure of that round. The table shows the median round; here "
+        "are all rounds (server CPU-s per 1k deliveries), the ratio against this project "
+        "with persistence off taken round by round, and each system's background CPU with "
+        "its clients connected and nobody sending (heartbeats, timers), which at this rate "
+        "is part of every delivery's cost.",
+        "",
+        "| system | rounds | median ratio to this project (persistence off), per round | "
+        "background CPU ms/s |",
+        "|---|---|---|---|",
+    ]
+    for name, entry in systems:
+        rounds = ", ".join(_fmt(r["cpu_per_1k_deliveries"], 3) for r in entry["fanout_rounds"])
+        ratios = round_ratios(results["systems"], NOPERSIST, name)
+        ratio = (
+            f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
+            if ratios
+            else "—"
+        )
+        background = entry.get("background_cpu_per_s")
+        lines.append(
+            f"| {_label(entry)} | {rounds} | {ratio} | "
+            f"{_fmt(None if background is None else 1000 * background, 1)} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def _why_missing(entry: dict[str, Any], phase: str) -> str:

@@ -34,7 +34,8 @@ class Sizes:
     clients: int = 1000
     room_size: int = 10
     fixed_rate: float = 50.0  # messages/s in the fan-out rooms (450 deliveries/s)
-    fixed_seconds: float = 8.0
+    fixed_seconds: float = 5.0
+    fixed_rounds: int = 3  # every system in turn, this many times (bench.paired)
     pairs: int = 500
     one2one_rate: float = 50.0
     one2one_seconds: float = 20.0
@@ -52,6 +53,7 @@ QUICK = Sizes(
     clients=200,
     fixed_rate=50,
     fixed_seconds=3,
+    fixed_rounds=2,
     pairs=100,
     one2one_rate=50,
     one2one_seconds=3,
@@ -333,11 +335,6 @@ class Runner:
     def warmup(self) -> None:
         rate = min(self.sizes.fixed_rate, 100)
         self.load(rate, self.sizes.warmup_seconds, self.fanout_senders, "warmup")
-
-    def fanout_fixed(self) -> dict[str, Any]:
-        return self.load(
-            self.sizes.fixed_rate, self.sizes.fixed_seconds, self.fanout_senders, "fan-out fixed"
-        )
 
     def one_to_one(self) -> dict[str, Any]:
         return self.load(

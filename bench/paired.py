@@ -1,0 +1,121 @@
+"""Fan-out at the fixed rate with every system up at once, measured in turns.
+
+Measured one system after another, the fixed-rate figures moved by up to
+±30% between runs: the machine (a shared virtual one) has slower and faster
+phases lasting minutes, and a whole system's turn fits inside one. Here every
+system is started and connected first, then each holds the fixed rate for a
+short step in turn, round after round, the order rotating each round. Each
+system's figure is its median round, and the ratio against this project is
+taken per round, between steps seconds apart, so a slow phase moves both.
+
+The systems that are not being measured stay connected and idle; their
+background work (heartbeats, timers) runs on the same CPUs and is measured
+once, with nobody sending, as ``background_cpu_per_s``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.scenarios import Runner, Sizes
+from bench.systems import SYSTEMS, System
+
+BACKGROUND_SECONDS = 5.0
+
+
+def _median_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose CPU per delivery is the median (the lower middle of an even count)."""
+    ranked = sorted(steps, key=lambda s: s["cpu_per_1k_deliveries"] or float("inf"))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def paired_fanout(
+    names: list[str],
+    workers: int,
+    sizes: Sizes,
+    server_cpus: set[int] | None,
+    loadgen_cpus: set[int] | None,
+    workdir: Path,
+    log: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Per system: ``fanout`` (its median round), ``fanout_rounds`` and any error."""
+    from bench.loadgen import Pool  # picows: only where clients are run
+
+    out: dict[str, dict[str, Any]] = {name: {} for name in names}
+    started: dict[str, System] = {}
+    pools: list[Any] = []
+    runners: dict[str, Runner] = {}
+    width = max(len(loadgen_cpus or ()), 1)
+    try:
+        for name in names:
+            log(f"{name}: starting (fan-out, all systems up together)")
+            system = SYSTEMS[name](workdir / name / "fanout", server_cpus)
+            try:
+                started[name] = system
+                system.start()
+                pool = Pool(workers, loadgen_cpus)
+                pools.append(pool)
+                runner = Runner(system, pool, sizes, width, log)
+                out[name]["setup"] = runner.setup_chat_topology()
+                runner.warmup()
+                runners[name] = runner
+            except Exception as exc:
+                out[name]["error"] = repr(exc)
+                log(f"{name}: FAILED: {exc!r}\n{traceback.format_exc()}\n{system.logs()[-3000:]}")
+        _background(runners, out, log)
+        order = list(runners)
+        steps: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+        for round_ in range(sizes.fixed_rounds):
+            shift = round_ % len(order) if order else 0
+            for name in order[shift:] + order[:shift]:
+                runner = runners[name]
+                label = f"{name}: fan-out fixed, round {round_ + 1}/{sizes.fixed_rounds}"
+                steps[name].append(
+                    runner.load(sizes.fixed_rate, sizes.fixed_seconds, runner.fanout_senders, label)
+                )
+        for name, rounds in steps.items():
+            if rounds:
+                out[name]["fanout"] = _median_step(rounds)
+                out[name]["fanout_rounds"] = [
+                    {
+                        "cpu_per_1k_deliveries": s["cpu_per_1k_deliveries"],
+                        "deliveries_per_s": s["deliveries_per_s"],
+                        "p99_ms": s["latency_ms"]["p99"],
+                    }
+                    for s in rounds
+                ]
+    finally:
+        for pool in pools:
+            pool.close()
+        for system in started.values():
+            system.stop()
+    return out
+
+
+def _background(
+    runners: dict[str, Runner], out: dict[str, dict[str, Any]], log: Callable[[str], None]
+) -> None:
+    """Every system's CPU with its clients connected and nobody sending."""
+    pids = {name: runner.system.pids() for name, runner in runners.items()}
+    before = {name: procstat.snapshot(p) for name, p in pids.items()}
+    time.sleep(BACKGROUND_SECONDS)
+    for name, p in pids.items():
+        cpu = procstat.cpu_delta(before[name], procstat.snapshot(p))
+        out[name]["background_cpu_per_s"] = round(sum(cpu.values()) / BACKGROUND_SECONDS, 4)
+        log(f"  {name}: background {1000 * out[name]['background_cpu_per_s']:.1f} ms/s")
+
+
+def round_ratios(results: dict[str, Any], base: str, other: str) -> list[float]:
+    """``other``'s CPU per delivery over ``base``'s, round by round."""
+    a = results.get(base, {}).get("fanout_rounds") or []
+    b = results.get(other, {}).get("fanout_rounds") or []
+    return [
+        y["cpu_per_1k_deliveries"] / x["cpu_per_1k_deliveries"]
+        for x, y in zip(a, b, strict=False)
+        if x["cpu_per_1k_deliveries"] and y["cpu_per_1k_deliveries"]
+    ]
