@@ -19,7 +19,7 @@ from shared import keys
 from shared.logging import get_logger
 from shared.protocol import CLOSE_POLICY
 from shared.pubsub import Subscriber, create_subscriber
-from shared.push import decode_push
+from shared.push import Push, decode_push
 from shared.redis_client import RedisClient
 
 log = get_logger(__name__)
@@ -58,6 +58,7 @@ class Hub:
         # Connections with deferred frames, written once the current pass of
         # routing is over (see Connection.defer): one write per socket per pass.
         self._dirty: list[Connection] = []
+        self._last_push: tuple[bytes, Push, bytes] | None = None  # (data, decoded, framed)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -180,15 +181,20 @@ class Hub:
             PUSHES_USER.inc()
             devices = self.by_user.get(channel[len(USER_PREFIX) :].decode())
             if devices:
-                push = decode_push(data)
+                last = self._last_push
+                if last is not None and last[0] == data:
+                    # The same push to the next member (one PUBLISH per member,
+                    # all in one read): decoded and framed once for all of them.
+                    push, wire = last[1], last[2]
+                else:
+                    push = decode_push(data)
+                    wire = text_frame(push.frame)
+                    self._last_push = (data, push, wire)
                 if push.accepted_at is not None:
                     metrics.END_TO_END.observe(max(time.time() - push.accepted_at, 0.0))
-                wire: bytes | None = None  # framed once, for every device here
                 written = 0
                 for conn in list(devices.values()):
                     if conn.connection_id != push.connection_id:
-                        if wire is None:
-                            wire = text_frame(push.frame)
                         self._send(conn, wire)
                         written += 1
                 FRAMES_OUT_PUSH.inc(written)
