@@ -409,8 +409,20 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "shows it had room: the limit measured is the server's."
     )
     add(
-        "- The machine is shared with other work; numbers move by some percent between "
-        "runs. Compare within one run."
+        "- The machine is shared with other work; numbers move by up to ±30% between "
+        "runs and between minutes of one run. The fan-out at the fixed rate is therefore "
+        "measured with all systems up at once, in alternating rounds (see its section); the "
+        "other scenarios still run one system after another, so compare their ratios with "
+        "that in mind."
+    )
+    add(
+        "- Every write to a client socket wakes the load generator on the other CPU. On this "
+        "virtual machine a loopback send that wakes a process on another CPU costs about "
+        "38 µs of the sender's CPU, against about 11 µs when the receiver shares the CPU "
+        "(`python -m bench.sendcost`: 3,000 sends of 400 bytes to a pinned redis-server): in "
+        "the fan-out "
+        "the ten socket writes of each message are a floor of roughly 0.04 CPU-s per 1k "
+        "deliveries that every system pays alike."
     )
     add(
         "- This project's FerretDB (SQLite backend) setup: presence runs with "
