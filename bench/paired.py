@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,20 @@ def paired_fanout(
     runners: dict[str, Runner] = {}
     width = max(len(loadgen_cpus or ()), 1)
     try:
+        log(f"starting {', '.join(names)} (fan-out, all systems up together)")
         for name in names:
-            log(f"{name}: starting (fan-out, all systems up together)")
-            system = SYSTEMS[name](workdir / name / "fanout", server_cpus)
+            started[name] = SYSTEMS[name](workdir / name / "fanout", server_cpus)
+        # Starting is mostly waiting for readiness: all at once, in threads.
+        with ThreadPoolExecutor(len(names) or 1) as executor:
+            failures = dict(
+                zip(names, executor.map(_start, [started[n] for n in names]), strict=True)
+            )
+        for name in names:
+            system = started[name]
             try:
-                started[name] = system
-                system.start()
+                failure = failures[name]
+                if failure is not None:
+                    raise failure
                 pool = Pool(workers, loadgen_cpus)
                 pools.append(pool)
                 runner = Runner(system, pool, sizes, width, log)
@@ -95,6 +104,14 @@ def paired_fanout(
         for system in started.values():
             system.stop()
     return out
+
+
+def _start(system: System) -> Exception | None:
+    try:
+        system.start()
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _background(

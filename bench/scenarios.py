@@ -34,11 +34,11 @@ class Sizes:
     clients: int = 1000
     room_size: int = 10
     fixed_rate: float = 50.0  # messages/s in the fan-out rooms (450 deliveries/s)
-    fixed_seconds: float = 5.0
+    fixed_seconds: float = 4.0
     fixed_rounds: int = 3  # every system in turn, this many times (bench.paired)
     pairs: int = 500
     one2one_rate: float = 50.0
-    one2one_seconds: float = 20.0
+    one2one_seconds: float = 15.0
     idle: int = 10_000
     idle_seconds: float = 5.0
     ramp_rates: list[float] = field(default_factory=lambda: list(RAMP_RATES))

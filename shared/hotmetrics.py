@@ -9,7 +9,8 @@ documented custom-collector mechanism, with the same names, types, labels
 and ``_created`` series as the library's own classes.
 
 Not thread-safe: for a service whose event loop is its only thread (the
-gateway), where a scrape runs on the same loop as the increments.
+gateway, the delivery service), where a scrape runs on the same loop as the
+increments.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.hotmetrics import FastCounter, FastHistogram
 from shared.labels import LabelCache
 
-COMMANDS = Counter("chat_delivery_commands_total", "Commands handled", ["type"])
+# Per command and per batch: plain numbers exported at scrape time (see shared/hotmetrics.py).
+COMMANDS = FastCounter("chat_delivery_commands_total", "Commands handled", ["type"])
 COMMANDS_BY_TYPE = LabelCache(COMMANDS, "type")
-BATCH_SIZE = Histogram(
+BATCH_SIZE = FastHistogram(
     "chat_delivery_batch_size",
     "Stream entries handled per batch",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
@@ -18,7 +20,7 @@ PERSIST_SECONDS = Histogram(
     "Time to persist one batch of messages in MongoDB",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-FANOUT_SIZE = Histogram(
+FANOUT_SIZE = FastHistogram(
     "chat_delivery_fanout_size",
     "Members a message is fanned out to",
     buckets=(1, 2, 3, 5, 10, 20, 50, 100),
