@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
@@ -126,12 +126,52 @@ async def execute(
     With ``conn`` (standalone Redis) the pipeline goes out on that held
     connection instead of one from the client's pool.
     """
-    results = await _run(client, ops, conn)
+
+    async def run(subset: Sequence[Op]) -> list[Any]:
+        return await _run(client, subset, conn)
+
+    return await _reloading(client, ops, scripts, run)
+
+
+async def execute_raw(
+    client: RedisClient,
+    commands: Sequence[tuple[Any, ...]],
+    scripts: Sequence[AsyncScript] = (),
+    conn: CommandConnection | None = None,
+) -> list[Any]:
+    """As ``execute``, for commands given as their words (``("PUBLISH", channel, data)``).
+
+    On a held connection they are packed and sent as they are, and the
+    replies come back as Redis sent them (no redis-py reply callbacks): a
+    caller that builds many commands per message skips redis-py's command
+    methods and pipeline object. Without one they go through a pipeline.
+    """
+    if conn is None:
+        return await execute(client, [("execute_command", c, {}) for c in commands], scripts)
+    held = conn
+
+    async def run(subset: Sequence[tuple[Any, ...]]) -> list[Any]:
+        return await held.send(subset, held.timeout)
+
+    return await _reloading(client, commands, scripts, run)
+
+
+T = TypeVar("T")
+
+
+async def _reloading(
+    client: RedisClient,
+    items: Sequence[T],
+    scripts: Sequence[AsyncScript],
+    run: Callable[[Sequence[T]], Awaitable[list[Any]]],
+) -> list[Any]:
+    """``run(items)``; on NOSCRIPT load ``scripts`` and run the failed items again."""
+    results = await run(items)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
         for script in scripts:
             script.sha = await client.script_load(script.script)
-        retried = await _run(client, [ops[i] for i in missing], conn)
+        retried = await run([items[i] for i in missing])
         for i, result in zip(missing, retried, strict=True):
             results[i] = result
     for result in results:

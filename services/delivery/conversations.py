@@ -11,7 +11,6 @@ from services.delivery.cache import ConversationCache
 from services.delivery.context import Request
 from services.delivery.outbox import Outbox
 from services.delivery.store import Store
-from shared import keys
 from shared.events import ConversationCreated, encode_event
 from shared.protocol import (
     INVALID_MESSAGE,
@@ -67,21 +66,15 @@ class ConversationFlow:
             encode(ConversationFrame(conversation=conversation)),
             skip_connection=request.command.connection_id,
         )
-        outbox.command(
-            "xadd",
-            keys.domain_event_stream(),
-            {
-                keys.STREAM_FIELD: encode_event(
-                    ConversationCreated(
-                        conversation_id=conversation.id,
-                        creator_id=creator,
-                        participants=len(participants),
-                        at=now,
-                    )
+        outbox.domain_event(
+            encode_event(
+                ConversationCreated(
+                    conversation_id=conversation.id,
+                    creator_id=creator,
+                    participants=len(participants),
+                    at=now,
                 )
-            },
-            maxlen=self.settings.event_stream_maxlen,
-            approximate=True,
+            )
         )
 
     async def list(self, request: Request, outbox: Outbox) -> None:

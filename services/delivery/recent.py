@@ -31,9 +31,9 @@ class RecentCache:
 
     def add(self, outbox: Outbox, message: Message) -> None:
         key = keys.recent_messages_key(message.conversation_id)
-        outbox.command("zadd", key, {_encoder.encode(message): message.seq})
-        outbox.command("zremrangebyrank", key, 0, -(self.size + 1))
-        outbox.command("expire", key, RECENT_TTL_SECONDS)
+        outbox.command("ZADD", key, message.seq, _encoder.encode(message))
+        outbox.command("ZREMRANGEBYRANK", key, 0, -(self.size + 1))
+        outbox.command("EXPIRE", key, RECENT_TTL_SECONDS)
 
     async def page(
         self, conversation_id: str, before_seq: int | None, limit: int, last_seq: int

@@ -228,19 +228,13 @@ class SendFlow:
             accepted_at=command.accepted_at,
             tag=("offline", message),
         )
-        outbox.command(
-            "xadd",
-            keys.domain_event_stream(),
-            {
-                keys.STREAM_FIELD: encode_event(
-                    MessageSent(
-                        conversation_id=message.conversation_id,
-                        sender_id=message.sender_id,
-                        content_type=message.content_type,
-                        at=now,
-                    )
+        outbox.domain_event(
+            encode_event(
+                MessageSent(
+                    conversation_id=message.conversation_id,
+                    sender_id=message.sender_id,
+                    content_type=message.content_type,
+                    at=now,
                 )
-            },
-            maxlen=self.settings.event_stream_maxlen,
-            approximate=True,
+            )
         )

@@ -10,27 +10,42 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from shared.scripts import execute, load_script, run_many
+from shared.command_conn import CommandConnection
+from shared.scripts import execute, execute_raw, load_script, run_many
 
 
-async def test_fanout_after_script_flush_publishes_once_per_channel(redis_server) -> None:
+@pytest.mark.parametrize("raw", [False, True], ids=["redis-py-ops", "raw-on-held-connection"])
+async def test_fanout_after_script_flush_publishes_once_per_channel(redis_server, raw) -> None:
     client = redis.Redis.from_url(redis_server.url)
     listener = redis.Redis.from_url(redis_server.url).pubsub()
     channels = [f"user:{uuid.uuid4().hex}" for _ in range(3)]
+    conn = CommandConnection(client)
     try:
         await listener.subscribe(channels[0], channels[2])
         fanout = load_script(client, "fanout")
         await client.script_flush()  # as after a Redis restart
         before = await client.info("commandstats")
-        results = await execute(
-            client,
-            [
-                ("evalsha", (fanout.sha, 0, b"hi", *channels), {}),
-                ("set", (f"k:{uuid.uuid4().hex}", b"1"), {}),
-            ],
-            [fanout],
-        )
-        assert results == [[1, 0, 1], True]
+        key = f"k:{uuid.uuid4().hex}"
+        if raw:
+            results = await execute_raw(
+                client,
+                [("EVALSHA", fanout.sha, 0, b"hi", *channels), ("SET", key, b"1")],
+                [fanout],
+                conn,
+            )
+            # As Redis sent them: no redis-py reply callback made the OK a bool.
+            assert results == [[1, 0, 1], b"OK"]
+        else:
+            results = await execute(
+                client,
+                [
+                    ("evalsha", (fanout.sha, 0, b"hi", *channels), {}),
+                    ("set", (key, b"1"), {}),
+                ],
+                [fanout],
+            )
+            assert results == [[1, 0, 1], True]
+        assert await client.get(key) == b"1"
         stats = await client.info("commandstats")
         assert stats.get("cmdstat_script|exists") == before.get("cmdstat_script|exists")
         received = []
@@ -44,6 +59,7 @@ async def test_fanout_after_script_flush_publishes_once_per_channel(redis_server
         # The retry only re-ran the failed call: nothing was published twice.
         assert await listener.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
     finally:
+        conn.close()
         await listener.aclose()
         await client.aclose()
 
@@ -57,6 +73,12 @@ async def test_run_many_raises_the_first_error(redis_server) -> None:
         assert await run_many(client, script, [([], [b"x", "c1"])]) == [[0]]
         with pytest.raises(ResponseError):
             await execute(client, [("xadd", (key, {b"f": b"v"}), {})], [script])
+        conn = CommandConnection(client)
+        try:
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await execute_raw(client, [("XADD", key, "*", b"f", b"v")], [script], conn)
+        finally:
+            conn.close()
     finally:
         await client.aclose()
 
