@@ -120,25 +120,63 @@ async def ack_then_read(
     Returns the read's reply, or None without ``read``. ``conn``: the held
     connection to use (None: the client's pool, as on a cluster).
     """
-    pipe = client.pipeline(transaction=False)
     acked = dict(to_ack)
     to_ack.clear()
-    for stream, ids in acked.items():
-        pipe.xack(stream, group, *ids)
     block = None
     if read:
         block = None if "0" in read.values() else block_ms
-        pipe.xreadgroup(group, consumer, read, count=count, block=block)  # type: ignore[arg-type]
     try:
         if conn is not None:
-            results = await conn.execute(pipe, block_ms=block or 0)
-        else:
-            results = await pipe.execute()
+            # Every round of a consumer: the words as they are on the held
+            # connection, the reply unpacked here (no redis-py objects per read).
+            commands: list[tuple[Any, ...]] = [
+                ("XACK", stream, group, *ids) for stream, ids in acked.items()
+            ]
+            if not commands and not read:
+                return None
+            if read:
+                commands.append(
+                    (
+                        "XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+                        *(("BLOCK", block) if block is not None else ()),
+                        "STREAMS", *read, *read.values(),
+                    )
+                )  # fmt: skip
+            replies = await conn.send(commands, conn.timeout + (block or 0) / 1000)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return read_reply(replies[-1]) if read else None
+        pipe = client.pipeline(transaction=False)
+        for stream, ids in acked.items():
+            pipe.xack(stream, group, *ids)
+        if read:
+            pipe.xreadgroup(group, consumer, read, count=count, block=block)  # type: ignore[arg-type]
+        results = await pipe.execute()
     except BaseException:
         for stream, ids in acked.items():
             to_ack.setdefault(stream, []).extend(ids)
         raise
     return results[-1] if read else None
+
+
+def read_reply(reply: Any) -> list[tuple[bytes, RawEntries]]:
+    """An XREADGROUP reply as Redis sent it, shaped as redis-py returns it.
+
+    RESP3 answers a map of stream -> entries, RESP2 a list of pairs; nothing
+    new (the block expired) is a null. An entry is [id, [field, value, ...]],
+    or [id, null] when it was deleted while pending.
+    """
+    if not reply:
+        return []
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    return [
+        (name, [(entry_id, _fields(flat)) for entry_id, flat in entries]) for name, entries in pairs
+    ]
+
+
+def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
 
 
 def stream_entries(raw: RawEntries) -> list[Entry]:

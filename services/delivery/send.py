@@ -40,7 +40,7 @@ from shared.protocol import (
     encode,
 )
 from shared.redis_client import RedisClient
-from shared.scripts import Op, execute
+from shared.scripts import execute_raw
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -147,10 +147,9 @@ class SendFlow:
         for item in pending:
             cid = item.conversation.conversation.id
             counts[cid] = counts.get(cid, 0) + 1
-        ops: list[Op] = [
-            ("incrby", (keys.seq_counter_key(cid), count), {}) for cid, count in counts.items()
-        ]
-        tops = dict(zip(counts, await execute(self.redis, ops, conn=self.conn), strict=True))
+        commands = [("INCRBY", keys.seq_counter_key(cid), count) for cid, count in counts.items()]
+        replies = await execute_raw(self.redis, commands, conn=self.conn)
+        tops = dict(zip(counts, replies, strict=True))
         next_seq = {cid: int(tops[cid]) - counts[cid] for cid in counts}
         for item in pending:
             cid = item.conversation.conversation.id

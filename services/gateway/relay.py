@@ -112,18 +112,18 @@ class StreamRelay:
             return
         if not batch:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            pipe.xadd(
-                item.stream,
-                {keys.STREAM_FIELD: item.body},
-                maxlen=item.maxlen,
-                approximate=True,
-            )
+        commands = [
+            ("XADD", item.stream, "MAXLEN", "~", item.maxlen, "*", keys.STREAM_FIELD, item.body)
+            for item in batch
+        ]
         try:
             if self.conn is not None:
-                results = await self.conn.execute(pipe, raise_on_error=False)
+                # As they are, on the held connection: no redis-py command objects per frame.
+                results = await self.conn.send(commands, self.conn.timeout)
             else:
+                pipe = self.redis.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
                 results = await pipe.execute(raise_on_error=False)
         except REDIS_ERRORS as exc:
             log.warning("stream append failed", error=str(exc), count=len(batch))
