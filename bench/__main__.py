@@ -1,7 +1,7 @@
 """``python -m bench``: this project side by side with Centrifugo, Socket.IO and python-socketio.
 
 Examples:
-  uv run python -m bench                         # everything (about 8-10 minutes)
+  uv run python -m bench                         # everything (about 10 minutes)
   uv run python -m bench --quick                 # small sizes, a smoke run (~2 minutes)
   uv run python -m bench --systems chat,centrifugo --scenarios fanout,ramp
   uv run python -m bench --idle 20000            # more idle connections

@@ -151,7 +151,7 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     add("## How to run")
     add("")
     add("```sh")
-    add("make bench                                   # = uv run python -m bench (full, ~9 min)")
+    add("make bench                                   # = uv run python -m bench (full, ~10 min)")
     add("uv run python -m bench --quick               # smoke run, small sizes (~3 min)")
     add("uv run python -m bench --systems chat,centrifugo --scenarios fanout,ramp")
     add("uv run python -m bench --idle 20000          # more idle connections")

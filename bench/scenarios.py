@@ -38,11 +38,11 @@ class Sizes:
     fixed_rounds: int = 3  # every system in turn, this many times (bench.paired)
     pairs: int = 500
     one2one_rate: float = 50.0
-    one2one_seconds: float = 15.0
+    one2one_seconds: float = 12.0
     idle: int = 10_000
     idle_seconds: float = 5.0
     ramp_rates: list[float] = field(default_factory=lambda: list(RAMP_RATES))
-    ramp_seconds: float = 3.0
+    ramp_seconds: float = 2.5
     grace: float = 2.0
     warmup_seconds: float = 2.0
     pad: int = 100  # message content length
