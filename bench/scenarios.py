@@ -40,11 +40,11 @@ class Sizes:
     one2one_rate: float = 50.0
     one2one_seconds: float = 12.0
     idle: int = 10_000
-    idle_seconds: float = 5.0
+    idle_seconds: float = 3.0
     ramp_rates: list[float] = field(default_factory=lambda: list(RAMP_RATES))
     ramp_seconds: float = 2.5
     grace: float = 2.0
-    warmup_seconds: float = 2.0
+    warmup_seconds: float = 1.0
     pad: int = 100  # message content length
 
 
@@ -298,7 +298,7 @@ class Runner:
         )
         closed = self.pool.broadcast({"op": "close"}, timeout=120)
         self.log(f"  closed {sum(r['closed'] for r in closed)} idle connections")
-        time.sleep(2.0)
+        time.sleep(1.0)
         return result
 
     def setup_chat_topology(self) -> dict[str, Any]:
