@@ -418,11 +418,10 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     add(
         "- Every write to a client socket wakes the load generator on the other CPU. On this "
         "virtual machine a loopback send that wakes a process on another CPU costs about "
-        "38 µs of the sender's CPU, against about 11 µs when the receiver shares the CPU "
+        "32 µs of the sender's CPU, against about 8 µs when the receiver shares the CPU "
         "(`python -m bench.sendcost`: 3,000 sends of 400 bytes to a pinned redis-server): in "
-        "the fan-out "
-        "the ten socket writes of each message are a floor of roughly 0.04 CPU-s per 1k "
-        "deliveries that every system pays alike."
+        "the fan-out the ten socket writes of each message cost up to about 0.035 CPU-s per "
+        "1k deliveries, which every system pays alike."
     )
     add(
         "- This project's FerretDB (SQLite backend) setup: presence runs with "

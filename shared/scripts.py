@@ -146,14 +146,28 @@ async def execute_raw(
     caller that builds many commands per message skips redis-py's command
     methods and pipeline object. Without one they go through a pipeline.
     """
-    if conn is None:
-        return await execute(client, [("execute_command", c, {}) for c in commands], scripts)
-    held = conn
 
     async def run(subset: Sequence[tuple[Any, ...]]) -> list[Any]:
-        return await held.send(subset, held.timeout)
+        return await send_raw(client, subset, conn)
 
     return await _reloading(client, commands, scripts, run)
+
+
+async def send_raw(
+    client: RedisClient, commands: Sequence[tuple[Any, ...]], conn: CommandConnection | None
+) -> list[Any]:
+    """Commands given as their words, in one pipeline; error replies in their place.
+
+    On the held connection (standalone Redis) the replies are as Redis sent
+    them; through the client's pool (a cluster) redis-py's reply callbacks
+    apply and each command goes to its key's node.
+    """
+    if conn is not None:
+        return await conn.send(commands, conn.timeout)
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 T = TypeVar("T")

@@ -160,6 +160,11 @@ async def ack_then_read(
     return results[-1] if read else None
 
 
+def xadd_words(stream: str, body: bytes, maxlen: int) -> tuple[Any, ...]:
+    """XADD of one entry body to ``stream``, capped at about ``maxlen``, as its words."""
+    return ("XADD", stream, "MAXLEN", "~", maxlen, "*", keys.STREAM_FIELD, body)
+
+
 def read_reply(reply: Any) -> list[tuple[bytes, RawEntries]]:
     """An XREADGROUP reply as Redis sent it, shaped as redis-py returns it.
 

@@ -28,6 +28,7 @@ from shared.push import encode_push
 from shared.redis_client import RedisClient, publish_command
 from shared.scripts import execute_raw, load_script
 from shared.settings import Settings
+from shared.streams import xadd_words
 
 
 class _Many:
@@ -102,14 +103,7 @@ class Outbox:
     def domain_event(self, body: bytes) -> None:
         """Append an encoded domain event to its stream (capped, approximately)."""
         self.command(
-            "XADD",
-            keys.domain_event_stream(),
-            "MAXLEN",
-            "~",
-            self.settings.event_stream_maxlen,
-            "*",
-            keys.STREAM_FIELD,
-            body,
+            *xadd_words(keys.domain_event_stream(), body, self.settings.event_stream_maxlen)
         )
 
     def __len__(self) -> int:

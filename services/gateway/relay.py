@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.gateway import metrics
-from shared import keys
 from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter, decision_from_reply
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.scripts import run_many
+from shared.scripts import run_many, send_raw
+from shared.streams import xadd_words
 
 log = get_logger(__name__)
 
@@ -112,19 +112,9 @@ class StreamRelay:
             return
         if not batch:
             return
-        commands = [
-            ("XADD", item.stream, "MAXLEN", "~", item.maxlen, "*", keys.STREAM_FIELD, item.body)
-            for item in batch
-        ]
+        commands = [xadd_words(item.stream, item.body, item.maxlen) for item in batch]
         try:
-            if self.conn is not None:
-                # As they are, on the held connection: no redis-py command objects per frame.
-                results = await self.conn.send(commands, self.conn.timeout)
-            else:
-                pipe = self.redis.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+            results = await send_raw(self.redis, commands, self.conn)
         except REDIS_ERRORS as exc:
             log.warning("stream append failed", error=str(exc), count=len(batch))
             results = [exc] * len(batch)
