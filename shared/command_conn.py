@@ -127,18 +127,35 @@ class CommandConnection:
 
     async def send(self, commands: Sequence[Sequence[Any]], timeout: float) -> list[Any]:
         """Raw commands in, raw replies out (errors as exception instances)."""
+        (future,) = await self.start(((commands, timeout),))
+        return await future
+
+    async def start(
+        self, parts: Sequence[tuple[Sequence[Sequence[Any]], float]]
+    ) -> list[asyncio.Future[list[Any]]]:
+        """Several pipelines (commands, timeout) in one write; a future of replies for each.
+
+        Redis answers them in order, so a caller can act on the first
+        pipeline's replies while a later one (a blocking read) still waits.
+        Every part must hold at least one command.
+        """
         if not self.connected:
             await self._connect()
         protocol = self._protocol
         assert protocol is not None and protocol.transport is not None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        deadline = loop.time() + timeout
-        self._waiting.append(_Waiting(len(commands), future, deadline))
-        protocol.transport.write(b"".join([encode_command(*command) for command in commands]))
+        now = loop.time()
+        futures: list[asyncio.Future[list[Any]]] = []
+        for commands, timeout in parts:
+            future: asyncio.Future[list[Any]] = loop.create_future()
+            self._waiting.append(_Waiting(len(commands), future, now + timeout))
+            futures.append(future)
+        protocol.transport.write(
+            b"".join([encode_command(*command) for commands, _ in parts for command in commands])
+        )
         if self._watchdog is None:
-            self._watchdog = loop.call_at(deadline, self._check_deadline)
-        return await future
+            self._watchdog = loop.call_at(self._waiting[0].deadline, self._check_deadline)
+        return futures
 
     def _check_deadline(self) -> None:
         """One timer per connection, not one per call: is the oldest call overdue?

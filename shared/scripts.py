@@ -147,10 +147,24 @@ async def execute_raw(
     methods and pipeline object. Without one they go through a pipeline.
     """
 
+    return await settle_raw(client, commands, await send_raw(client, commands, conn), scripts, conn)
+
+
+async def settle_raw(
+    client: RedisClient,
+    commands: Sequence[tuple[Any, ...]],
+    replies: list[Any],
+    scripts: Sequence[AsyncScript] = (),
+    conn: CommandConnection | None = None,
+) -> list[Any]:
+    """The replies of ``commands`` sent already (``send_raw`` or another pipeline's
+    write): scripts Redis did not know are loaded and those commands run again
+    (on ``conn``); then the first error left is raised."""
+
     async def run(subset: Sequence[tuple[Any, ...]]) -> list[Any]:
         return await send_raw(client, subset, conn)
 
-    return await _reloading(client, commands, scripts, run)
+    return await _reloading(client, commands, scripts, run, replies)
 
 
 async def send_raw(
@@ -178,9 +192,12 @@ async def _reloading(
     items: Sequence[T],
     scripts: Sequence[AsyncScript],
     run: Callable[[Sequence[T]], Awaitable[list[Any]]],
+    results: list[Any] | None = None,
 ) -> list[Any]:
-    """``run(items)``; on NOSCRIPT load ``scripts`` and run the failed items again."""
-    results = await run(items)
+    """``run(items)`` (unless its ``results`` are in); on NOSCRIPT load ``scripts``
+    and run the failed items again."""
+    if results is None:
+        results = await run(items)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
         for script in scripts:

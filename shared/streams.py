@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from prometheus_client import Counter
@@ -30,6 +30,17 @@ log = get_logger(__name__)
 
 Entry = tuple[bytes, bytes]  # (stream entry id, msgpack body)
 T = TypeVar("T")
+
+
+class Before(Protocol):
+    """Commands that go out ahead of a read, in the same write, and their follow-up."""
+
+    @property
+    def commands(self) -> Sequence[tuple[Any, ...]]: ...
+
+    async def settle(self, replies: list[Any]) -> None:
+        """Act on the commands' replies (raise to fail the read with them)."""
+
 
 TRIMMED = Counter(
     "chat_stream_trimmed_entries_total",
@@ -111,6 +122,7 @@ async def ack_then_read(
     read: dict[str, str] | None,
     count: int,
     block_ms: int,
+    before: Before | None = None,
 ) -> Any:
     """The XACKs in ``to_ack`` (stream -> ids), then one XREADGROUP, in one round trip.
 
@@ -119,6 +131,10 @@ async def ack_then_read(
     refilled if the round trip failed, so the XACKs go with the next call.
     Returns the read's reply, or None without ``read``. ``conn``: the held
     connection to use (None: the client's pool, as on a cluster).
+
+    ``before`` (held connection only): commands that go first in the same
+    write, and what to do with their replies, awaited as soon as they are in
+    (before the read's reply). If it raises, so does this call.
     """
     acked = dict(to_ack)
     to_ack.clear()
@@ -132,8 +148,6 @@ async def ack_then_read(
             commands: list[tuple[Any, ...]] = [
                 ("XACK", stream, group, *ids) for stream, ids in acked.items()
             ]
-            if not commands and not read:
-                return None
             if read:
                 commands.append(
                     (
@@ -142,11 +156,32 @@ async def ack_then_read(
                         "STREAMS", *read, *read.values(),
                     )
                 )  # fmt: skip
-            replies = await conn.send(commands, conn.timeout + (block or 0) / 1000)
+            parts: list[tuple[Sequence[tuple[Any, ...]], float]] = []
+            if commands:
+                parts.append((commands, conn.timeout + (block or 0) / 1000))
+            if before is not None and before.commands:
+                parts.insert(0, (before.commands, conn.timeout))
+            if not parts:
+                if before is not None:
+                    await before.settle([])
+                return None
+            futures = await conn.start(parts)
+            if before is not None and before.commands:
+                try:
+                    await before.settle(await futures[0])
+                except BaseException:
+                    for later in futures[1:]:
+                        # Answered later or failed with the connection: nobody waits.
+                        later.add_done_callback(_discard)
+                    raise
+            elif before is not None:
+                await before.settle([])
+            replies = await futures[-1] if commands else []
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
             return read_reply(replies[-1]) if read else None
+        assert before is None, "commands ahead of a read need the held connection"
         pipe = client.pipeline(transaction=False)
         for stream, ids in acked.items():
             pipe.xack(stream, group, *ids)
@@ -158,6 +193,11 @@ async def ack_then_read(
             to_ack.setdefault(stream, []).extend(ids)
         raise
     return results[-1] if read else None
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def xadd_words(stream: str, body: bytes, maxlen: int) -> tuple[Any, ...]:

@@ -60,6 +60,37 @@ def _ids(requests: list[Request]) -> dict[str, list[str | None]]:
     }
 
 
+class Effects:
+    """A handled batch's fan-out pipeline, and the offline queueing its replies call for."""
+
+    __slots__ = ("offline", "outbox")
+
+    def __init__(self, outbox: Outbox, offline: OfflineQueue) -> None:
+        self.outbox = outbox
+        self.offline = offline
+
+    @property
+    def commands(self) -> list[tuple[Any, ...]]:
+        return self.outbox.commands
+
+    async def flush(self) -> None:
+        """Send the pipeline on the outbox's own connection, then act on its replies."""
+        await self._queue_offline(await self.outbox.flush())
+
+    async def settle(self, replies: list[Any]) -> None:
+        """Act on the replies of the pipeline, sent by the reader ahead of its read."""
+        await self._queue_offline(await self.outbox.settle(replies))
+
+    async def _queue_offline(self, results: list[tuple[Any, Any]]) -> None:
+        # Publishing reached no gateway: the member has no live connection.
+        offline = [
+            (user_id, tag[1])
+            for (tag, user_id), receivers in results
+            if tag[0] == "offline" and receivers == 0
+        ]
+        await self.offline.enqueue(offline)
+
+
 class CommandRouter:
     def __init__(
         self,
@@ -83,8 +114,12 @@ class CommandRouter:
         self.typing = typing
         self.offline = offline
 
-    async def handle(self, batches: dict[str, Sequence[Entry]]) -> None:
-        """One batch read from one or more partitions: one insert, one fan-out pipeline."""
+    async def handle(self, batches: dict[str, Sequence[Entry]]) -> Effects | None:
+        """One batch read from one or more partitions: one insert, one fan-out pipeline.
+
+        Returns the pipeline still to send (None: nothing to send). The
+        partition reader sends it ahead of its next read, in the same write.
+        """
         requests = [
             Request(stream, entry_id, command)
             for stream, entries in batches.items()
@@ -99,14 +134,7 @@ class CommandRouter:
         for request in requests:
             if not isinstance(request.command.frame, SendMessage):
                 await self._guard([request], outbox, self._one(request, outbox))
-        results = await outbox.flush()
-        # Publishing reached no gateway: the member has no live connection.
-        offline = [
-            (user_id, tag[1])
-            for (tag, user_id), receivers in results
-            if tag[0] == "offline" and receivers == 0
-        ]
-        await self.offline.enqueue(offline)
+        return Effects(outbox, self.offline) if len(outbox) else None
 
     async def _guard(
         self, requests: list[Request], outbox: Outbox, work: Coroutine[Any, Any, None]

@@ -9,7 +9,7 @@ pipeline carries one command per message instead of one per member; a
 cluster shards channels, so there each member is its own SPUBLISH.
 
 Commands are kept as their words on the wire and, on standalone Redis, sent
-as they are on the held connection (``execute_raw``): a message costs some
+as they are on the held connection (``send_raw``): a message costs some
 eight commands here, and redis-py's command methods, pipeline and reply
 callbacks were a tenth of the delivery service's CPU.
 """
@@ -26,7 +26,7 @@ from shared.command_conn import CommandConnection
 from shared.protocol import error_frame
 from shared.push import encode_push
 from shared.redis_client import RedisClient, publish_command
-from shared.scripts import execute_raw, load_script
+from shared.scripts import load_script, send_raw, settle_raw
 from shared.settings import Settings
 from shared.streams import xadd_words
 
@@ -109,6 +109,11 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._commands)
 
+    @property
+    def commands(self) -> list[tuple[Any, ...]]:
+        """Everything queued, as words: for a caller that sends them in its own write."""
+        return self._commands
+
     async def flush(self) -> list[tuple[Any, Any]]:
         """Run everything in one pipeline; returns (tag, result) for tagged publishes.
 
@@ -117,8 +122,16 @@ class Outbox:
         """
         if not self._commands:
             return []
-        results = await execute_raw(
-            self.redis, self._commands, [self._fanout] if self._fanout else [], self.conn
+        return await self.settle(await send_raw(self.redis, self._commands, self.conn))
+
+    async def settle(self, replies: list[Any]) -> list[tuple[Any, Any]]:
+        """What ``flush`` returns, from the replies of ``commands`` sent elsewhere.
+
+        A fan-out script Redis no longer knew is loaded and its calls run
+        again here; any other error reply is raised.
+        """
+        results = await settle_raw(
+            self.redis, self._commands, replies, [self._fanout] if self._fanout else [], self.conn
         )
         tagged: list[tuple[Any, Any]] = []
         for tag, result in zip(self._tags, results, strict=True):
@@ -128,6 +141,6 @@ class Outbox:
                 )
             elif tag is not None:
                 tagged.append((tag, result))
-        self._commands.clear()
-        self._tags.clear()
+        self._commands = []
+        self._tags = []
         return tagged

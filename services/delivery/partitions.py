@@ -24,23 +24,20 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 
 from redis.asyncio.cluster import RedisCluster
 
 from services.delivery import metrics
-from services.delivery.reader import PartitionReader
+from services.delivery.reader import BatchHandler, PartitionReader
 from shared import keys
 from shared.command_conn import held_connection
 from shared.lease import Lease
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
-from shared.streams import Entry
 
 log = get_logger(__name__)
-
-Handler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
 
 
 class PartitionManager:
@@ -48,7 +45,7 @@ class PartitionManager:
         self,
         redis_client: RedisClient,
         settings: Settings,
-        handler: Handler,
+        handler: BatchHandler,
         on_acquire: Callable[[int], None] | None = None,
     ) -> None:
         self.redis = redis_client

@@ -10,11 +10,17 @@ whatever came back to the handler as one batch. On Redis Cluster every
 partition is its own slot, so the partition manager gives each partition a
 reader of its own.
 
-Entries are acknowledged only after the handler returned (its effects are
-then durable): the XACKs travel in the same pipeline as the next read, so a
-batch costs one round trip less. A failed handler leaves its entries pending,
-and they are read again (``0``) before anything new; XACKs that could not be
-sent are sent again with the next read.
+Entries are acknowledged only after their effects are done: the XACKs
+travel in the same pipeline as a later read, so a batch costs one round trip
+less. On standalone Redis the handler's effects (the fan-out pipeline, see
+``Effects``) go out in that same write too, ahead of the XACKs of the
+batches before it and the next read: one write and one wake-up of Redis per
+batch instead of two. The batch's own XACKs wait for the replies of its
+effects, so they go with the read after that; an effect Redis refused
+(out of memory, say) leaves the batch pending instead of acknowledged. A
+failed handler leaves its entries pending, and they are read again (``0``)
+before anything new; XACKs that could not be sent are sent again with the
+next read.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
@@ -30,6 +36,7 @@ from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.streams import (
+    Before,
     Entry,
     RawEntries,
     Trimmer,
@@ -41,7 +48,15 @@ from shared.streams import (
 
 log = get_logger(__name__)
 
-BatchHandler = Callable[[dict[str, Sequence[Entry]]], Awaitable[None]]
+
+class Effects(Before, Protocol):
+    """What a handled batch still has to send (``commands``, then ``settle``)."""
+
+    async def flush(self) -> None:
+        """Send the commands on a connection of their own and settle them."""
+
+
+BatchHandler = Callable[[dict[str, Sequence[Entry]]], Awaitable[Effects | None]]
 
 # A blocked read does not see a partition added meanwhile: bound the wait. A
 # partition changes hands only when a lease lapses or an instance joins or
@@ -77,6 +92,9 @@ class PartitionReader:
         self._changed = asyncio.Event()
         self._busy = asyncio.Lock()  # held while a batch is handled
         self._to_ack: dict[str, list[bytes]] = {}  # handled, XACK not yet sent
+        self._unsent: _Unsent | None = None  # a batch's effects, to go out with the next read
+        self._settled = asyncio.Event()  # no batch's effects are on their way out
+        self._settled.set()
         self._stopping = False
 
     @property
@@ -107,6 +125,7 @@ class PartitionReader:
         self._backlog.pop(stream, None)
         async with self._busy:
             pass
+        await self._settled.wait()  # nor its effects on their way out
 
     def stop(self) -> None:
         self._stopping = True
@@ -116,9 +135,13 @@ class PartitionReader:
         try:
             await self._loop()
         finally:
-            if self._to_ack:
-                with contextlib.suppress(*REDIS_ERRORS):
+            try:
+                # The last batch's effects, then (once they are settled) its XACKs.
+                while self._to_ack or self._unsent:
                     await self._send()
+            except Exception as exc:
+                # What stays unacknowledged is redone by the partition's next owner.
+                log.warning("effects or XACKs not sent at stop", error=str(exc))
             if self.conn is not None:
                 self.conn.close()
 
@@ -127,7 +150,7 @@ class PartitionReader:
         while not self._stopping:
             try:
                 if not self._backlog:
-                    if self._to_ack:
+                    if self._to_ack or self._unsent:
                         await self._send()
                     self._changed.clear()
                     await self._changed.wait()
@@ -166,17 +189,27 @@ class PartitionReader:
         return min(delay * 2, 2.0)
 
     async def _send(self, read: dict[str, str] | None = None) -> Any:
-        """The pending XACKs, then (``read``: stream -> start id) one XREADGROUP."""
-        return await ack_then_read(
-            self.client,
-            self.conn,
-            self.group,
-            self.consumer,
-            self._to_ack,
-            read,
-            self.batch_size,
-            self.block_ms,
-        )
+        """The last batch's effects, the pending XACKs, then (``read``: stream ->
+        start id) one XREADGROUP, in one write.
+
+        Effects that fail (or are not answered) leave their batch unacknowledged:
+        the caller's error handling reads it again (``0``) and redoes it.
+        """
+        unsent, self._unsent = self._unsent, None
+        try:
+            return await ack_then_read(
+                self.client,
+                self.conn,
+                self.group,
+                self.consumer,
+                self._to_ack,
+                read,
+                self.batch_size,
+                self.block_ms,
+                unsent,
+            )
+        finally:
+            self._settled.set()
 
     async def step(self) -> None:
         """Acknowledge the last batch and read the next in one round trip; handle it."""
@@ -195,12 +228,56 @@ class PartitionReader:
             # its entries stay pending for the new owner to claim.
             owned = {s: raw for s, raw in batch.items() if s in self._backlog}
             if owned:
-                await self._handle(owned)
+                # Entries read again from our own pending list (``0``) would be
+                # read once more by the next read, before their deferred XACKs:
+                # their effects go out now, and the XACKs ahead of that read.
+                await self._handle(owned, defer=all(ids[s] == ">" for s in owned))
 
-    async def _handle(self, batch: dict[str, RawEntries]) -> None:
+    async def _handle(self, batch: dict[str, RawEntries], *, defer: bool = False) -> None:
+        """Handle a batch; its effects are sent now, or (``defer``) with the next read."""
         entries = {stream: stream_entries(raw) for stream, raw in batch.items()}
         bodies: dict[str, Sequence[Entry]] = {s: e for s, e in entries.items() if e}
-        if bodies:  # entries deleted while pending have no body: only acked
-            await self.handler(bodies)
-        for stream, raw in batch.items():
-            self._to_ack.setdefault(stream, []).extend(entry_id for entry_id, _ in raw)
+        ids = {stream: [entry_id for entry_id, _ in raw] for stream, raw in batch.items()}
+        # Entries deleted while pending have no body: only acknowledged.
+        effects = await self.handler(bodies) if bodies else None
+        if effects is not None:
+            if defer and self.conn is not None:
+                self._unsent = _Unsent(effects, ids, self._to_ack, self._settled)
+                self._settled.clear()
+                return
+            await effects.flush()
+        _extend(self._to_ack, ids)
+
+
+def _extend(to_ack: dict[str, list[bytes]], ids: dict[str, list[bytes]]) -> None:
+    for stream, more in ids.items():
+        to_ack.setdefault(stream, []).extend(more)
+
+
+class _Unsent:
+    """A batch's effects, sent ahead of the next read; then its entries are acknowledged."""
+
+    __slots__ = ("effects", "ids", "settled", "to_ack")
+
+    def __init__(
+        self,
+        effects: Effects,
+        ids: dict[str, list[bytes]],
+        to_ack: dict[str, list[bytes]],
+        settled: asyncio.Event,
+    ) -> None:
+        self.effects = effects
+        self.ids = ids
+        self.to_ack = to_ack
+        self.settled = settled
+
+    @property
+    def commands(self) -> Sequence[tuple[Any, ...]]:
+        return self.effects.commands
+
+    async def settle(self, replies: list[Any]) -> None:
+        try:
+            await self.effects.settle(replies)
+        finally:
+            self.settled.set()
+        _extend(self.to_ack, self.ids)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -211,3 +212,126 @@ async def test_failed_takeover_gives_the_partition_back_and_other_leases_live_on
         await manager.stop()
         await client.flushdb()
         await client.aclose()
+
+
+class Effects:
+    """A batch's effects as the delivery router returns them: Redis commands
+    sent ahead of the reader's next read (held connection) or on their own."""
+
+    def __init__(
+        self, client: redis.Redis, commands: list[tuple[Any, ...]], log: list[str], name: str
+    ) -> None:
+        self.client = client
+        self.commands = commands
+        self.log = log
+        self.name = name
+
+    async def settle(self, replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                self.log.append(f"failed {self.name}")
+                raise reply
+        self.log.append(f"settled {self.name}")
+
+    async def flush(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for command in self.commands:
+            pipe.execute_command(*command)
+        await self.settle(await pipe.execute(raise_on_error=False))
+
+
+class EffectsRecorder(Recorder):
+    """Each batch's effect: INCR of a counter per body (fails while it holds text)."""
+
+    def __init__(self, client: redis.Redis, counter: str) -> None:
+        super().__init__()
+        self.client = client
+        self.counter = counter
+        self.log: list[str] = []
+
+    async def __call__(self, batches: dict[str, Sequence[Entry]]) -> Effects:  # type: ignore[override]
+        await super().__call__(batches)
+        names = [body.decode() for entries in batches.values() for _, body in entries]
+        self.log.append(f"handled {','.join(names)}")
+        return Effects(
+            self.client, [("INCR", self.counter)] * len(names), self.log, ",".join(names)
+        )
+
+
+async def test_effects_settle_before_the_read_returns_and_only_then_are_acked(client) -> None:
+    """On the held connection the effects go out with the next read, but
+    their replies are acted on at once, not when the (blocking) read returns;
+    the entries are acked only after that."""
+    a = f"test:{uuid.uuid4().hex}:a"
+    counter = f"test:{uuid.uuid4().hex}:n"
+    record = EffectsRecorder(client, counter)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held_connection(client)
+    )
+    reader.block_ms = 60_000  # a read that returns only when something arrives
+    await reader.add(a)
+    task = await _run(reader)
+    try:
+        await _add(client, a, b"m1")
+        await until(lambda: "settled m1" in record.log, 10)
+        assert int(await client.get(counter)) == 1
+        # Acknowledged with the read after the one that carried the effects.
+        assert await _pending(client, a) == 1
+        await _add(client, a, b"m2")
+        await until(lambda: "settled m2" in record.log, 10)
+        assert await _pending(client, a) == 1  # m1 acked; m2 waits for the next read
+        assert record.log == ["handled m1", "settled m1", "handled m2", "settled m2"]
+        reader.stop()
+        await _add(client, a, b"m3")  # ends the blocked read: handled, and the reader stops
+    finally:
+        await _stop(reader, task)
+    # The last batch's effects, and every XACK, go out when the reader stops.
+    assert record.log[-2:] == ["handled m3", "settled m3"]
+    assert int(await client.get(counter)) == 3
+    assert await _pending(client, a) == 0
+
+
+async def test_refused_effects_leave_the_batch_pending_and_it_is_redone(client, held) -> None:
+    a = f"test:{uuid.uuid4().hex}:a"
+    counter = f"test:{uuid.uuid4().hex}:n"
+    await client.set(counter, "not a number")  # INCR is refused until this is fixed
+    record = EffectsRecorder(client, counter)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)
+    )
+    await reader.add(a)
+    task = await _run(reader)
+    try:
+        await _add(client, a, b"m1")
+        await until(lambda: record.log.count("failed m1") >= 2, 10)
+        assert await _pending(client, a) == 1
+        await client.set(counter, 0)
+        await until(lambda: "settled m1" in record.log, 10)
+        await until(lambda: not record.log[-1].startswith("failed"), 10)
+    finally:
+        await _stop(reader, task)
+    assert await _pending(client, a) == 0
+    assert int(await client.get(counter)) == 1  # redone until it went through, once
+    assert record.log.count("settled m1") == 1
+
+
+async def test_removed_partition_waits_for_its_effects(client) -> None:
+    """remove() returns once the last batch's effects are out, so a new owner
+    that takes the partition over does not redo what is being sent."""
+    a = f"test:{uuid.uuid4().hex}:a"
+    counter = f"test:{uuid.uuid4().hex}:n"
+    record = EffectsRecorder(client, counter)
+    reader = PartitionReader(
+        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held_connection(client)
+    )
+    await reader.add(a)
+    task = await _run(reader)
+    try:
+        await _add(client, a, b"m1")
+        await until(lambda: "handled m1" in record.log, 10)
+        await reader.remove(a)
+        assert "settled m1" in record.log
+        assert int(await client.get(counter)) == 1
+    finally:
+        await _stop(reader, task)
+    assert await _pending(client, a) == 0
