@@ -79,6 +79,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "loadgen_client": f"picows {picows} on uvloop",
         "nofile": procstat.raise_nofile(),
+        "cpu_accounting": "schedstat",
     }
 
 

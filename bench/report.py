@@ -214,9 +214,22 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in entry["system"]["versions"].items())
         add(f"- **{_label(entry)}**: {versions}")
     add("")
+    if m.get("cpu_accounting") == "schedstat":
+        cpu_source = (
+            "server CPU from `/proc/<pid>/task/*/schedstat` (the scheduler's exact run time "
+            "of every thread of every process of the system, Redis and FerretDB included; "
+            "utime+stime from `/proc/<pid>/stat` when a thread ended during the step), "
+            "not utime+stime alone: this kernel samples those at its 250 Hz tick, so a "
+            "process that runs in short bursts is charged 4 ms or nothing, too coarse for "
+            "a step of a few hundred CPU-milliseconds"
+        )
+    else:
+        cpu_source = (
+            "server CPU from `/proc/<pid>/stat` (utime+stime of every process of the "
+            "system, Redis and FerretDB included)"
+        )
     add(
-        "Measured: server CPU from `/proc/<pid>/stat` (utime+stime of every process of the "
-        "system, Redis and FerretDB included) over each step; RSS from `/proc/<pid>/statm`; "
+        f"Measured: {cpu_source} over each step; RSS from `/proc/<pid>/statm`; "
         "latency from the send timestamp in the content to its receipt at the other client "
         "(same clock); the load generator's own CPU per step. A step is *sustained* when at "
         "least 99 % of the expected deliveries arrived, the last one within 1 s after "
