@@ -10,7 +10,10 @@ taken per round, between steps seconds apart, so a slow phase moves both.
 
 The systems that are not being measured stay connected and idle; their
 background work (heartbeats, timers) runs on the same CPUs and is measured
-once, with nobody sending, as ``background_cpu_per_s``.
+once, with nobody sending, as ``background_cpu_per_s``. After its step a
+system is given time (a few seconds at most) to finish what the step left
+(this project with persistence on writes to FerretDB well after the last
+delivery), so that work does not share the CPU with the next system's step.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from bench.scenarios import Runner, Sizes
 from bench.systems import SYSTEMS, System
 
 BACKGROUND_SECONDS = 5.0
+# After a step: back to its background CPU plus this margin (CPU-s per s),
+# polled in short windows, for at most QUIET_SECONDS.
+QUIET_MARGIN = 0.02
+QUIET_WINDOW = 0.2
+QUIET_SECONDS = 4.0
 
 
 def _median_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,6 +95,7 @@ def paired_fanout(
                 steps[name].append(
                     runner.load(sizes.fixed_rate, sizes.fixed_seconds, runner.fanout_senders, label)
                 )
+                _quiet(runner.system, out[name]["background_cpu_per_s"], name, log)
         for name, rounds in steps.items():
             if rounds:
                 out[name]["fanout"] = _median_step(rounds)
@@ -125,6 +134,22 @@ def _background(
         cpu = procstat.cpu_delta(before[name], procstat.snapshot(p))
         out[name]["background_cpu_per_s"] = round(sum(cpu.values()) / BACKGROUND_SECONDS, 4)
         log(f"  {name}: background {1000 * out[name]['background_cpu_per_s']:.1f} ms/s")
+
+
+def _quiet(system: System, background: float, name: str, log: Callable[[str], None]) -> None:
+    """Wait until ``system`` is back to its background CPU (or QUIET_SECONDS passed)."""
+    pids = system.pids()
+    waited = 0.0
+    while waited < QUIET_SECONDS:
+        before = procstat.snapshot(pids)
+        time.sleep(QUIET_WINDOW)
+        waited += QUIET_WINDOW
+        used = sum(procstat.cpu_delta(before, procstat.snapshot(pids)).values()) / QUIET_WINDOW
+        if used <= background + QUIET_MARGIN:
+            if waited > QUIET_WINDOW:
+                log(f"  {name}: quiet again {waited:.1f} s after its step")
+            return
+    log(f"  {name}: still busy {QUIET_SECONDS:g} s after its step ({used:.2f} CPU-s/s)")
 
 
 def round_ratios(results: dict[str, Any], base: str, other: str) -> list[float]:

@@ -492,7 +492,10 @@ def _rounds_section(results: dict[str, Any]) -> str:
     lines = [
         "All systems were up and connected at once; each held the fixed rate for one step "
         "in turn, round after round (the order rotating), so a slower phase of the machine "
-        "moves every system's figure of that round. The table shows the median round; here "
+        "moves every system's figure of that round. After its step each system was given up "
+        "to 4 s to fall back to its background CPU, so work a step leaves behind (FerretDB "
+        "writes, with persistence on) does not run during the next system's step. The table "
+        "shows the median round; here "
         "are all rounds (server CPU-s per 1k deliveries), the ratio against this project "
         "with persistence off taken round by round, and each system's background CPU with "
         "its clients connected and nobody sending (heartbeats, timers), which at this rate "
