@@ -29,11 +29,16 @@ class RecentCache:
         self.redis = redis_client
         self.size = size
 
-    def add(self, outbox: Outbox, message: Message) -> None:
-        key = keys.recent_messages_key(message.conversation_id)
-        outbox.command("ZADD", key, message.seq, _encoder.encode(message))
-        outbox.command("ZREMRANGEBYRANK", key, 0, -(self.size + 1))
-        outbox.command("EXPIRE", key, RECENT_TTL_SECONDS)
+    def add(self, outbox: Outbox, messages: list[Message]) -> None:
+        """Cache a batch's messages: per conversation one ZADD, one trim, one TTL refresh."""
+        by_key: dict[str, list[bytes | int]] = {}
+        for message in messages:
+            pairs = by_key.setdefault(keys.recent_messages_key(message.conversation_id), [])
+            pairs += (message.seq, _encoder.encode(message))
+        for key, pairs in by_key.items():
+            outbox.command("ZADD", key, *pairs)
+            outbox.command("ZREMRANGEBYRANK", key, 0, -(self.size + 1))
+            outbox.command("EXPIRE", key, RECENT_TTL_SECONDS)
 
     async def page(
         self, conversation_id: str, before_seq: int | None, limit: int, last_seq: int

@@ -133,6 +133,7 @@ class SendFlow:
             # stored it and then failed (a crash, a store error) before any
             # fan-out, and members dedupe by message id.
             self._fan_out(outbox, item, now)
+        self.recent.add(outbox, [item.message for item in pending if item.message is not None])
         for request, original in repeats:
             assert original.message is not None
             self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
@@ -219,7 +220,6 @@ class SendFlow:
         members = item.conversation.conversation.participant_ids
         frame = encode(MessagePush(message=message))
         metrics.FANOUT_SIZE.observe(len(members))
-        self.recent.add(outbox, message)
         outbox.push_users(
             members,
             frame,
