@@ -31,10 +31,9 @@ from bench.systems import SYSTEMS, System
 
 BACKGROUND_SECONDS = 5.0
 # After a step: back to its background CPU plus this margin (CPU-s per s),
-# polled in short windows, for at most QUIET_SECONDS.
+# polled in short windows, for at most Sizes.quiet_seconds.
 QUIET_MARGIN = 0.02
 QUIET_WINDOW = 0.2
-QUIET_SECONDS = 4.0
 
 
 def _median_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,7 +94,13 @@ def paired_fanout(
                 steps[name].append(
                     runner.load(sizes.fixed_rate, sizes.fixed_seconds, runner.fanout_senders, label)
                 )
-                _quiet(runner.system, out[name]["background_cpu_per_s"], name, log)
+                _quiet(
+                    runner.system,
+                    out[name]["background_cpu_per_s"],
+                    sizes.quiet_seconds,
+                    name,
+                    log,
+                )
         for name, rounds in steps.items():
             if rounds:
                 out[name]["fanout"] = _median_step(rounds)
@@ -136,11 +141,13 @@ def _background(
         log(f"  {name}: background {1000 * out[name]['background_cpu_per_s']:.1f} ms/s")
 
 
-def _quiet(system: System, background: float, name: str, log: Callable[[str], None]) -> None:
-    """Wait until ``system`` is back to its background CPU (or QUIET_SECONDS passed)."""
+def _quiet(
+    system: System, background: float, limit: float, name: str, log: Callable[[str], None]
+) -> None:
+    """Wait until ``system`` is back to its background CPU (or ``limit`` seconds passed)."""
     pids = system.pids()
     waited = 0.0
-    while waited < QUIET_SECONDS:
+    while waited < limit:
         before = procstat.snapshot(pids)
         time.sleep(QUIET_WINDOW)
         waited += QUIET_WINDOW
@@ -149,7 +156,7 @@ def _quiet(system: System, background: float, name: str, log: Callable[[str], No
             if waited > QUIET_WINDOW:
                 log(f"  {name}: quiet again {waited:.1f} s after its step")
             return
-    log(f"  {name}: still busy {QUIET_SECONDS:g} s after its step ({used:.2f} CPU-s/s)")
+    log(f"  {name}: still busy {limit:g} s after its step ({used:.2f} CPU-s/s)")
 
 
 def round_ratios(results: dict[str, Any], base: str, other: str) -> list[float]:

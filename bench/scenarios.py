@@ -36,6 +36,7 @@ class Sizes:
     fixed_rate: float = 50.0  # messages/s in the fan-out rooms (450 deliveries/s)
     fixed_seconds: float = 4.0
     fixed_rounds: int = 3  # every system in turn, this many times (bench.paired)
+    quiet_seconds: float = 2.0  # after its step, at most this long back to background CPU
     pairs: int = 500
     one2one_rate: float = 50.0
     one2one_seconds: float = 12.0
