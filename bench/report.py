@@ -19,13 +19,15 @@ NOPERSIST = "chat-nopersist"
 
 WORK_NOTES = {
     "chat": (
-        "Per message: the gateway validates the frame, rate-limits it and XADDs it to a "
-        "command stream partition; the delivery service (partition leases, one consumer-group "
+        "Per message: the gateway validates the frame and XADDs it to a command stream "
+        "partition (rate limits are off in the bench: it sends far above the product's "
+        "per-user limits); the delivery service (partition leases, one consumer-group "
         "read for all its partitions) checks membership, assigns a gapless seq, **inserts the "
         "message into MongoDB (FerretDB) and moves the conversation's lastSeq before "
         "acking**, then one Redis pipeline carries the `message_ack`, a PUBLISH per member "
         "(user channels; one `fanout.lua` call per message on standalone Redis), the "
-        "recent-history cache update and a domain event; XACK after that, with the next read. "
+        "recent-history cache update and a domain event, in the same write as the next read; "
+        "the batch's XACK once its replies are in, with the read after that. "
         "Members with no live connection get an offline queue entry. The gateway frames each "
         "push once and writes the same bytes to every device's socket. Presence (connection "
         "events, lastSeen in MongoDB) and metrics (stream consumer, gauges) run too. Every "
