@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript
 
 from shared import keys
 from shared.redis_client import RedisClient
-from shared.scripts import load_script
+from shared.scripts import load_script, load_script_with
 from shared.settings import Settings, SettingsError
 
 DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
@@ -80,6 +80,8 @@ class RateLimiter:
     def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
         self.table = parse_limits(settings.rate_limits)
         self._script = load_script(redis_client, "rate_limit")
+        # The check and a stream append in one call (standalone Redis only).
+        self.append_script = load_script_with(redis_client, "limited_append", "check", "rate_limit")
 
     def limit_for(self, action: str) -> Limit | None:
         return None if self.table is None else self.table.get(action)
@@ -87,6 +89,16 @@ class RateLimiter:
     def call_args(self, key: str, limit: Limit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of one check, for callers that pipeline many."""
         return [key], [limit.interval_us, limit.count]
+
+    def append_words(
+        self, key: str, limit: Limit, stream: str, maxlen: int, body: bytes
+    ) -> tuple[Any, ...]:
+        """One check and, if it allows, the XADD of ``body`` (``limited_append.lua``),
+        as its words; the reply is a check's (``decision_from_reply``)."""
+        return (
+            "EVALSHA", self.append_script.sha, 2, key, stream,
+            limit.interval_us, limit.count, maxlen, keys.STREAM_FIELD, body,
+        )  # fmt: skip
 
     @property
     def script(self) -> AsyncScript:

@@ -44,6 +44,18 @@ def load_script(client: RedisClient, name: str) -> AsyncScript:
     return script
 
 
+def load_script_with(client: RedisClient, name: str, function: str, of: str) -> AsyncScript:
+    """As ``load_script``, with script ``of`` wrapped as the local Lua ``function``
+    ahead of ``name`` (its ``return`` then returns from the function): one
+    script's logic used by another without a copy."""
+    scripts = _loaded.setdefault(client, {})
+    script = scripts.get(name)
+    if script is None:
+        source = f"local function {function}()\n{script_source(of)}\nend\n{script_source(name)}"
+        script = scripts[name] = client.register_script(source)
+    return script
+
+
 async def run_many(
     client: RedisClient,
     script: AsyncScript,
@@ -156,15 +168,18 @@ async def settle_raw(
     replies: list[Any],
     scripts: Sequence[AsyncScript] = (),
     conn: CommandConnection | None = None,
+    *,
+    raise_first: bool = True,
 ) -> list[Any]:
     """The replies of ``commands`` sent already (``send_raw`` or another pipeline's
     write): scripts Redis did not know are loaded and those commands run again
-    (on ``conn``); then the first error left is raised."""
+    (on ``conn``); then the first error left is raised (or, without
+    ``raise_first``, left in its place)."""
 
     async def run(subset: Sequence[tuple[Any, ...]]) -> list[Any]:
         return await send_raw(client, subset, conn)
 
-    return await _reloading(client, commands, scripts, run, replies)
+    return await _reloading(client, commands, scripts, run, replies, raise_first)
 
 
 async def send_raw(
@@ -193,6 +208,7 @@ async def _reloading(
     scripts: Sequence[AsyncScript],
     run: Callable[[Sequence[T]], Awaitable[list[Any]]],
     results: list[Any] | None = None,
+    raise_first: bool = True,
 ) -> list[Any]:
     """``run(items)`` (unless its ``results`` are in); on NOSCRIPT load ``scripts``
     and run the failed items again."""
@@ -205,7 +221,8 @@ async def _reloading(
         retried = await run([items[i] for i in missing])
         for i, result in zip(missing, retried, strict=True):
             results[i] = result
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
+    if raise_first:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results

@@ -1,11 +1,14 @@
 """Appends relayed frames and connection events to Redis streams in batches.
 
-Frames that arrive together (from any connection) go out as one pipeline:
-first the rate-limit checks of the frames that have one, then the XADDs of
-those allowed, so a batch costs at most two round trips however many frames
-it holds. Each item carries callbacks for when it was refused by the limiter
-or could not be written, so a client is told RATE_LIMITED or
-SERVICE_UNAVAILABLE instead of its frame vanishing.
+Frames that arrive together (from any connection) go out as one pipeline.
+On standalone Redis a frame with a rate limit goes as one script call that
+checks the limit and appends only if it allows (``limited_append.lua``), so
+a batch costs one round trip however many frames it holds. On a cluster the
+limiter's keys and the streams live in different slots: the checks go first,
+then the XADDs of those allowed, two round trips. Each item carries
+callbacks for when it was refused by the limiter or could not be written, so
+a client is told RATE_LIMITED or SERVICE_UNAVAILABLE instead of its frame
+vanishing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter, decision_from_reply
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.scripts import run_many, send_raw
+from shared.scripts import run_many, send_raw, settle_raw
 from shared.streams import xadd_words
 
 log = get_logger(__name__)
@@ -89,6 +92,15 @@ class StreamRelay:
         return await future
 
     async def _run(self) -> None:
+        if self.conn is not None and self.limiter is not None:
+            # Loaded before the first batch: a batch whose script calls answer
+            # NOSCRIPT has its plain XADDs (connection events, ack_queued)
+            # appended before the retried checked frames. Those are never of
+            # the same kind and routing key, so no order a consumer relies on
+            # changes, but a start need not cause it.
+            with contextlib.suppress(*REDIS_ERRORS):
+                script = self.limiter.append_script
+                script.sha = await self.redis.script_load(script.script)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -104,6 +116,9 @@ class StreamRelay:
                 return
 
     async def _flush(self, batch: list[_Item]) -> None:
+        if self.conn is not None and any(item.check is not None for item in batch):
+            await self._flush_limited(batch)
+            return
         try:
             batch = await self._rate_limit(batch)
         except REDIS_ERRORS as exc:
@@ -125,6 +140,45 @@ class StreamRelay:
             elif item.done is not None and not item.done.done():
                 item.done.set_result(True)
 
+    async def _flush_limited(self, batch: list[_Item]) -> None:
+        """Standalone Redis: checks and appends of the whole batch in one round trip."""
+        limiter = self.limiter
+        assert limiter is not None
+        commands = [
+            limiter.append_words(
+                item.check.key, item.check.limit, item.stream, item.maxlen, item.body
+            )
+            if item.check is not None
+            else xadd_words(item.stream, item.body, item.maxlen)
+            for item in batch
+        ]
+        try:
+            replies = await send_raw(self.redis, commands, self.conn)
+            results = await settle_raw(
+                self.redis, commands, replies, [limiter.append_script], self.conn, raise_first=False
+            )
+        except REDIS_ERRORS as exc:
+            # Fail closed: nothing can be relayed without Redis anyway.
+            log.warning("stream append failed", error=str(exc), count=len(batch))
+            self._fail(batch)
+            return
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                self._fail([item])
+            elif item.check is not None and not self._allowed(item.check, result):
+                continue
+            elif item.done is not None and not item.done.done():
+                item.done.set_result(True)
+
+    @staticmethod
+    def _allowed(check: RateCheck, reply: list[int]) -> bool:
+        """Whether a check's reply allows; a refusal is counted and told to the client."""
+        decision = decision_from_reply(reply)
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(action=check.limit.action).inc()
+            check.on_limited(decision.retry_after_ms)
+        return decision.allowed
+
     async def _rate_limit(self, batch: list[_Item]) -> list[_Item]:
         """Run the batch's rate-limit checks in one pipeline; keep the allowed items."""
         checked = [item for item in batch if item.check is not None]
@@ -142,11 +196,8 @@ class StreamRelay:
         )
         refused: set[int] = set()
         for item, reply in zip(checked, replies, strict=True):
-            decision = decision_from_reply(reply)
-            if not decision.allowed:
-                assert item.check is not None
-                metrics.RATE_LIMITED.labels(action=item.check.limit.action).inc()
-                item.check.on_limited(decision.retry_after_ms)
+            assert item.check is not None
+            if not self._allowed(item.check, reply):
                 refused.add(id(item))
         return [item for item in batch if id(item) not in refused]
 
