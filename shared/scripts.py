@@ -37,22 +37,25 @@ _loaded: weakref.WeakKeyDictionary[RedisClient, dict[str, AsyncScript]] = (
 
 def load_script(client: RedisClient, name: str) -> AsyncScript:
     """The client's script object for ``name``, made once (it hashes the source)."""
-    scripts = _loaded.setdefault(client, {})
-    script = scripts.get(name)
-    if script is None:
-        script = scripts[name] = client.register_script(script_source(name))
-    return script
+    return _register(client, name, lambda: script_source(name))
 
 
 def load_script_with(client: RedisClient, name: str, function: str, of: str) -> AsyncScript:
     """As ``load_script``, with script ``of`` wrapped as the local Lua ``function``
     ahead of ``name`` (its ``return`` then returns from the function): one
     script's logic used by another without a copy."""
+    return _register(
+        client,
+        name,
+        lambda: f"local function {function}()\n{script_source(of)}\nend\n{script_source(name)}",
+    )
+
+
+def _register(client: RedisClient, name: str, source: Callable[[], str]) -> AsyncScript:
     scripts = _loaded.setdefault(client, {})
     script = scripts.get(name)
     if script is None:
-        source = f"local function {function}()\n{script_source(of)}\nend\n{script_source(name)}"
-        script = scripts[name] = client.register_script(source)
+        script = scripts[name] = client.register_script(source())
     return script
 
 

@@ -132,9 +132,9 @@ async def ack_then_read(
     Returns the read's reply, or None without ``read``. ``conn``: the held
     connection to use (None: the client's pool, as on a cluster).
 
-    ``before`` (held connection only): commands that go first in the same
-    write, and what to do with their replies, awaited as soon as they are in
-    (before the read's reply). If it raises, so does this call.
+    ``before`` (held connection only): commands (at least one) that go first
+    in the same write, and what to do with their replies, awaited as soon as
+    they are in (before the read's reply). If it raises, so does this call.
     """
     acked = dict(to_ack)
     to_ack.clear()
@@ -157,16 +157,14 @@ async def ack_then_read(
                     )
                 )  # fmt: skip
             parts: list[tuple[Sequence[tuple[Any, ...]], float]] = []
+            if before is not None:
+                parts.append((before.commands, conn.timeout))
             if commands:
                 parts.append((commands, conn.timeout + (block or 0) / 1000))
-            if before is not None and before.commands:
-                parts.insert(0, (before.commands, conn.timeout))
             if not parts:
-                if before is not None:
-                    await before.settle([])
                 return None
             futures = await conn.start(parts)
-            if before is not None and before.commands:
+            if before is not None:
                 try:
                     await before.settle(await futures[0])
                 except BaseException:
@@ -174,8 +172,6 @@ async def ack_then_read(
                         # Answered later or failed with the connection: nobody waits.
                         later.add_done_callback(_discard)
                     raise
-            elif before is not None:
-                await before.settle([])
             replies = await futures[-1] if commands else []
             for reply in replies:
                 if isinstance(reply, Exception):

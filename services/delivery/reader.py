@@ -50,7 +50,7 @@ log = get_logger(__name__)
 
 
 class Effects(Before, Protocol):
-    """What a handled batch still has to send (``commands``, then ``settle``)."""
+    """What a handled batch still has to send (``commands``, never empty; then ``settle``)."""
 
     async def flush(self) -> None:
         """Send the commands on a connection of their own and settle them."""

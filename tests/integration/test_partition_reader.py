@@ -291,16 +291,23 @@ async def test_effects_settle_before_the_read_returns_and_only_then_are_acked(cl
     assert await _pending(client, a) == 0
 
 
-async def test_refused_effects_leave_the_batch_pending_and_it_is_redone(client, held) -> None:
+async def _effects_reader(
+    client: redis.Redis, conn: CommandConnection | None, counter_value: str | None = None
+) -> tuple[str, str, EffectsRecorder, PartitionReader, asyncio.Task[None]]:
+    """A running reader of a new stream whose batches INCR a new counter."""
     a = f"test:{uuid.uuid4().hex}:a"
     counter = f"test:{uuid.uuid4().hex}:n"
-    await client.set(counter, "not a number")  # INCR is refused until this is fixed
+    if counter_value is not None:
+        await client.set(counter, counter_value)
     record = EffectsRecorder(client, counter)
-    reader = PartitionReader(
-        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held(client)
-    )
+    reader = PartitionReader(client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=conn)
     await reader.add(a)
-    task = await _run(reader)
+    return a, counter, record, reader, await _run(reader)
+
+
+async def test_refused_effects_leave_the_batch_pending_and_it_is_redone(client, held) -> None:
+    # INCR is refused until the counter holds a number again.
+    a, counter, record, reader, task = await _effects_reader(client, held(client), "not a number")
     try:
         await _add(client, a, b"m1")
         await until(lambda: record.log.count("failed m1") >= 2, 10)
@@ -318,14 +325,7 @@ async def test_refused_effects_leave_the_batch_pending_and_it_is_redone(client, 
 async def test_removed_partition_waits_for_its_effects(client) -> None:
     """remove() returns once the last batch's effects are out, so a new owner
     that takes the partition over does not redo what is being sent."""
-    a = f"test:{uuid.uuid4().hex}:a"
-    counter = f"test:{uuid.uuid4().hex}:n"
-    record = EffectsRecorder(client, counter)
-    reader = PartitionReader(
-        client, GROUP, "d1", record, batch_size=100, block_ms=100, conn=held_connection(client)
-    )
-    await reader.add(a)
-    task = await _run(reader)
+    a, counter, record, reader, task = await _effects_reader(client, held_connection(client))
     try:
         await _add(client, a, b"m1")
         await until(lambda: "handled m1" in record.log, 10)
