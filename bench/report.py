@@ -34,8 +34,10 @@ WORK_NOTES = {
         "connection subscribes its user channel and writes a connection event."
     ),
     "chat-nopersist": (
-        "As above without the MongoDB write per message (`CHAT_PERSISTENCE=off`): seq from a "
-        "Redis counter; streams, partitions, acks, offline queues, presence unchanged."
+        "As above without the MongoDB writes per batch (`CHAT_PERSISTENCE=off`): the partition's "
+        "owner numbers messages in memory, as with persistence on, and moves the "
+        "conversation's Redis seq counter in the batch's own pipeline (no round trip of its "
+        "own); streams, partitions, acks, offline queues, presence unchanged."
     ),
     "centrifugo": (
         "Per publication: a Redis Lua script appends to the channel's history stream (we "

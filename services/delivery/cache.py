@@ -21,6 +21,9 @@ class CachedConversation:
     conversation: Conversation
     members: frozenset[str]
     last_seq: int
+    # Persistence off: last_seq was read from the conversation's Redis counter
+    # (it is not in the store then); False until the owner has read it.
+    counted: bool = False
 
 
 class ConversationCache:

@@ -35,7 +35,9 @@ DUPLICATES = Counter(
     "chat_delivery_duplicate_sends_total", "Sends that matched an already stored message"
 )
 SEQ_CONFLICTS = Counter(
-    "chat_delivery_seq_conflicts_total", "Seq counters found behind the store and reloaded"
+    "chat_delivery_seq_conflicts_total",
+    "Seq counters found out of date (behind the store, or with persistence off moved by "
+    "another owner) and read again",
 )
 RECLAIMED = Counter(
     "chat_delivery_reclaimed_entries_total", "Stream entries taken over from another consumer"

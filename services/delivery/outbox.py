@@ -16,10 +16,11 @@ callbacks were a tenth of the delivery service's CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 
 from shared import keys
 from shared.command_conn import CommandConnection
@@ -51,8 +52,10 @@ class Outbox:
         self._fanout = (
             None if isinstance(redis_client, RedisCluster) else load_script(redis_client, "fanout")
         )
+        self._scripts: list[AsyncScript] = [self._fanout] if self._fanout else []
         self._commands: list[tuple[Any, ...]] = []
         self._tags: list[Any] = []
+        self._on_reply: list[tuple[int, Callable[[Any], None]]] = []
 
     def reply(
         self,
@@ -100,6 +103,20 @@ class Outbox:
         self._commands.append(words)
         self._tags.append(None)
 
+    def script(
+        self,
+        script: AsyncScript,
+        keys_: Sequence[str],
+        args: Sequence[Any],
+        on_reply: Callable[[Any], None],
+    ) -> None:
+        """A script call in the same pipeline; ``on_reply`` gets its reply (or the error in
+        its place) when the pipeline settles, before any error is raised."""
+        if script not in self._scripts:
+            self._scripts.append(script)  # loaded again if Redis lost it
+        self._on_reply.append((len(self._commands), on_reply))
+        self.command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+
     def domain_event(self, body: bytes) -> None:
         """Append an encoded domain event to its stream (capped, approximately)."""
         self.command(
@@ -131,8 +148,13 @@ class Outbox:
         again here; any other error reply is raised.
         """
         results = await settle_raw(
-            self.redis, self._commands, replies, [self._fanout] if self._fanout else [], self.conn
+            self.redis, self._commands, replies, self._scripts, self.conn, raise_first=False
         )
+        for index, on_reply in self._on_reply:
+            on_reply(results[index])  # an error reply too: the caller may undo what it assumed
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         tagged: list[tuple[Any, Any]] = []
         for tag, result in zip(self._tags, results, strict=True):
             if isinstance(tag, _Many):
@@ -143,4 +165,5 @@ class Outbox:
                 tagged.append((tag, result))
         self._commands = []
         self._tags = []
+        self._on_reply = []
         return tagged

@@ -15,9 +15,11 @@ The stream entries are acknowledged by the caller only after all of that.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from services.delivery import metrics
 from services.delivery.cache import CachedConversation, ConversationCache
@@ -40,7 +42,7 @@ from shared.protocol import (
     encode,
 )
 from shared.redis_client import RedisClient
-from shared.scripts import execute_raw
+from shared.scripts import execute_raw, load_script
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -67,6 +69,25 @@ class _Pending:
     duplicate: bool = False
 
 
+def _check_counter(entry: CachedConversation, expected: int, before: Any) -> None:
+    """The reply of a batch's ``seq_advance``: the counter held ``before``, this owner
+    expected ``expected`` (persistence off, see ``SendFlow._number_only``)."""
+    if isinstance(before, Exception):
+        # Not advanced: the batch is redone, and numbers its messages again
+        # from the counter, so the seqs given out in memory are not skipped.
+        entry.counted = False
+        return
+    if int(before) > expected:
+        metrics.SEQ_CONFLICTS.inc()
+        log.error(
+            "seq counter moved by another owner: seqs may repeat",
+            conversationId=entry.conversation.id,
+            expected=expected,
+            found=int(before),
+        )
+        entry.counted = False  # read it again before the next message
+
+
 class SendFlow:
     def __init__(
         self,
@@ -85,6 +106,7 @@ class SendFlow:
         self.recent = recent
         self.offline = offline
         self.settings = settings
+        self._seq_advance = load_script(redis_client, "seq_advance")
 
     async def handle(self, requests: list[Request], outbox: Outbox) -> None:
         frames: list[tuple[Request, SendMessage]] = [
@@ -124,7 +146,7 @@ class SendFlow:
                 last_seqs[item.message.conversation_id] = item.message.seq
             await self.store.advance_last_seq(last_seqs, now)
         else:
-            await self._number_only(pending)
+            await self._number_only(pending, outbox)
 
         for item in pending:
             assert item.message is not None
@@ -138,24 +160,45 @@ class SendFlow:
             assert original.message is not None
             self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
 
-    async def _number_only(self, pending: list[_Pending]) -> None:
-        """Persistence off (benchmark mode): seqs from a Redis counter, nothing stored.
+    async def _number_only(self, pending: list[_Pending], outbox: Outbox) -> None:
+        """Persistence off (benchmark mode): seqs counted in Redis, nothing stored.
 
-        Messages then live only in pushes, offline queues and the recent
-        cache; `message_ack` no longer means durable. Never for production.
+        As with persistence on, the partition's owner numbers messages from
+        its cached counter, without a round trip: the Redis counter is read
+        when a conversation's entry is first used (taking a partition clears
+        the cache) and is moved up to the batch's last seq by the batch's own
+        fan-out pipeline (``seq_advance.lua``), so a later owner goes on from
+        there. With no store there is no unique index to arbitrate two owners
+        racing (a paused owner whose lease lapsed): the advance returns what
+        the counter held, and more than this owner expected means another
+        owner numbered messages meanwhile. That is counted and logged and the
+        counter read again, but the messages of that window may share seqs.
+        Messages live only in pushes, offline queues and the recent cache;
+        `message_ack` no longer means durable. Never for production.
         """
-        counts: dict[str, int] = {}
+        entries = {item.conversation.conversation.id: item.conversation for item in pending}
+        unread = [entry for entry in entries.values() if not entry.counted]
+        if unread:
+            values = await execute_raw(
+                self.redis,
+                [("GET", keys.seq_counter_key(entry.conversation.id)) for entry in unread],
+                conn=self.conn,
+            )
+            for entry, value in zip(unread, values, strict=True):
+                entry.last_seq = int(value or 0)
+                entry.counted = True
+        expected = {cid: entry.last_seq for cid, entry in entries.items()}
         for item in pending:
-            cid = item.conversation.conversation.id
-            counts[cid] = counts.get(cid, 0) + 1
-        commands = [("INCRBY", keys.seq_counter_key(cid), count) for cid, count in counts.items()]
-        replies = await execute_raw(self.redis, commands, conn=self.conn)
-        tops = dict(zip(counts, replies, strict=True))
-        next_seq = {cid: int(tops[cid]) - counts[cid] for cid in counts}
-        for item in pending:
-            cid = item.conversation.conversation.id
-            next_seq[cid] += 1
-            item.message = self._message(item, next_seq[cid])
+            entry = item.conversation
+            entry.last_seq += 1
+            item.message = self._message(item, entry.last_seq)
+        for cid, entry in entries.items():
+            outbox.script(
+                self._seq_advance,
+                [keys.seq_counter_key(cid)],
+                [entry.last_seq],
+                functools.partial(_check_counter, entry, expected[cid]),
+            )
 
     def _message(self, item: _Pending, seq: int) -> Message:
         return Message(

@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from shared import keys
+from shared.redis_client import create_redis
+from shared.settings import Settings
 from tests.integration.test_chat import (
     test_history_pages_in_order as test_cluster_history_pages_in_order,
 )
@@ -27,6 +30,7 @@ from tests.integration.test_chat import (
 from tests.integration.test_offline import (
     test_offline_user_gets_everything_in_order_and_acked_batches_are_gone as offline_queue,
 )
+from tests.integration.test_outbox_scripts import advance
 from tests.integration.test_presence import (
     test_two_devices_online_until_both_close as test_cluster_presence_two_devices,
 )
@@ -76,6 +80,24 @@ def stack(cluster: RedisCluster, ferretdb: FerretDB, workdir: Path) -> Iterator[
     s.start_all()
     yield s
     s.stop()
+
+
+async def test_cluster_outbox_script_call_routes_by_key_and_is_loaded_on_its_node(
+    cluster: RedisCluster,
+) -> None:
+    """A script call in a cluster's fan-out pipeline (``seq_advance``, persistence off):
+    each goes to its key's node, which loads the script on first use (NOSCRIPT)."""
+    settings = Settings.from_env({"CHAT_REDIS_CLUSTER_NODES": cluster.startup_nodes})
+    client = create_redis(settings)
+    try:
+        counters = [keys.seq_counter_key(uid("c")) for _ in range(6)]
+        first = await advance(client, settings, {k: 3 for k in counters}, held=False)
+        assert first == {k: 0 for k in counters}
+        again = await advance(client, settings, {k: 2 for k in counters}, held=False)
+        assert again == {k: 3 for k in counters}
+        assert [await client.get(k) for k in counters] == [b"3"] * len(counters)
+    finally:
+        await client.aclose()
 
 
 async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferretdb, mongo) -> None:

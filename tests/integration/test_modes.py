@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import AsyncIterator
 
+import redis.asyncio as redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import keys
 from tests.support.chat import create_conversation, send, uid
 from tests.support.client import ChatClient
+from tests.support.stack import Service, Stack
 
 
 async def test_persistence_off_still_delivers_in_order_but_stores_no_message(
@@ -27,6 +34,94 @@ async def test_persistence_off_still_delivers_in_order_but_stores_no_message(
     finally:
         await a.close()
         await b.close()
+
+
+async def _seqs(sender: ChatClient, receiver: ChatClient, cid: str, count: int) -> list[int]:
+    """Send ``count`` messages; their seqs, as acked and as pushed to the other member."""
+    acked = [
+        (await sender.request(_frame(cid, f"m{i}"), "message_ack", timeout=30))["message"]["seq"]
+        for i in range(count)
+    ]
+    pushed = [(await receiver.expect("message", timeout=30))["message"]["seq"] for _ in acked]
+    assert pushed == acked
+    return acked
+
+
+def _frame(cid: str, content: str) -> dict[str, str]:
+    return {"type": "send_message", "conversationId": cid, "content": content}
+
+
+def _conflicts(delivery: Service) -> float:
+    status, body = delivery.http_get("/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name == "chat_delivery_seq_conflicts":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    raise AssertionError("no seq conflict counter")
+
+
+@contextlib.asynccontextmanager
+async def _pair_without_store(
+    stack: Stack, **overrides: str
+) -> AsyncIterator[tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]]:
+    """Persistence off: the services, two members of a new conversation, its id, and Redis."""
+    stack.overrides.update(CHAT_PERSISTENCE="0", **overrides)
+    services = stack.start_all()
+    a = await ChatClient.connect(services["gateway"].ws_url, uid("alice"))
+    bob = uid("bob")
+    b = await ChatClient.connect(services["gateway"].ws_url, bob)
+    store = redis.Redis.from_url(stack.redis_url)
+    try:
+        cid = (await create_conversation(a, bob))["id"]
+        yield services, a, b, cid, store
+    finally:
+        await store.aclose()
+        await a.close()
+        await b.close()
+
+
+async def test_persistence_off_seqs_go_on_after_delivery_is_killed(fresh_stack) -> None:
+    """The owner numbers in memory; the counter it keeps in Redis lets the next owner go on."""
+    async with _pair_without_store(fresh_stack, CHAT_LEASE_TTL_MS="2000") as (
+        services,
+        a,
+        b,
+        cid,
+        store,
+    ):
+        assert await _seqs(a, b, cid, 3) == [1, 2, 3]
+        assert await store.get(keys.seq_counter_key(cid)) == b"3"
+        services["delivery"].kill9()
+        fresh_stack.restart(services["delivery"])
+        acked = [
+            (await a.request(_frame(cid, f"n{i}"), "message_ack", timeout=30))["message"]["seq"]
+            for i in range(2)
+        ]
+        # The last batch's XACK rides on the read after it, so the new owner may
+        # redo that entry first: with no store to find it in, it is numbered
+        # again (4, the same message id). No seq repeats, none is skipped.
+        assert acked[1] == acked[0] + 1 and acked[0] in (4, 5), acked
+        pushed = [
+            (await b.expect("message", timeout=30))["message"]["seq"] for _ in range(acked[1] - 3)
+        ]
+        assert pushed == list(range(4, acked[1] + 1))
+        assert await store.get(keys.seq_counter_key(cid)) == str(acked[1]).encode()
+
+
+async def test_persistence_off_counter_moved_by_another_owner_is_read_again(fresh_stack) -> None:
+    """With no store to arbitrate, a counter moved behind the owner's back (a second
+    owner racing) is noticed on the batch's own advance: counted, and read again."""
+    async with _pair_without_store(fresh_stack) as (services, a, b, cid, store):
+        assert await _seqs(a, b, cid, 1) == [1]
+        assert _conflicts(services["delivery"]) == 0
+        await store.set(keys.seq_counter_key(cid), 10)  # another owner numbered 2..10
+        # The owner does not know yet: its next message repeats a seq, and its
+        # advance (never down) finds 10 where it expected 1.
+        assert await _seqs(a, b, cid, 1) == [2]
+        assert await store.get(keys.seq_counter_key(cid)) == b"10"
+        assert _conflicts(services["delivery"]) == 1
+        assert await _seqs(a, b, cid, 2) == [11, 12]
+        assert await store.get(keys.seq_counter_key(cid)) == b"12"
 
 
 def _get(url: str) -> tuple[int, dict]:
