@@ -50,9 +50,9 @@ class ConversationCache:
     async def get(self, conversation_id: str) -> CachedConversation | None:
         return (await self.get_many([conversation_id])).get(conversation_id)
 
-    def put(self, conversation: Conversation) -> CachedConversation:
+    def put(self, conversation: Conversation, counted: bool = False) -> CachedConversation:
         entry = CachedConversation(
-            conversation, frozenset(conversation.participant_ids), conversation.last_seq
+            conversation, frozenset(conversation.participant_ids), conversation.last_seq, counted
         )
         self._entries[conversation.id] = entry
         self._entries.move_to_end(conversation.id)

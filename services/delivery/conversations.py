@@ -53,10 +53,13 @@ class ConversationFlow:
         )
         try:
             await self.store.insert_conversation(conversation, creator)
+            # Just made: no message of it was ever numbered, so (persistence
+            # off) there is no seq counter in Redis to read before its first.
+            self.cache.put(conversation, counted=True)
         except DuplicateKeyError:
             existing = (await self.store.get_conversations([conversation.id]))[conversation.id]
             conversation = existing
-        self.cache.put(conversation)
+            self.cache.put(conversation)
         request.reply(
             outbox,
             encode(ConversationFrame(conversation=conversation, request_id=frame.request_id)),
