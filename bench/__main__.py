@@ -132,8 +132,9 @@ def run_system(name: str, plan: Plan) -> dict[str, Any]:
     phases = []
     if "idle" in scenarios:
         phases.append(("idle", ["idle"]))
-    # Fan-out at the fixed rate is measured for all systems together (bench.paired).
-    traffic = [s for s in scenarios if s in ("one2one", "ramp")]
+    # The fixed rates (fan-out, one-to-one) are measured for all systems together
+    # (bench.paired).
+    traffic = [s for s in scenarios if s == "ramp"]
     if traffic:
         phases.append(("traffic", traffic))
     for phase, wanted in phases:
@@ -150,8 +151,6 @@ def run_system(name: str, plan: Plan) -> dict[str, Any]:
             else:
                 out["setup"] = runner.setup_chat_topology()
                 runner.warmup()
-                if "one2one" in wanted:
-                    out["one2one"] = runner.one_to_one()
                 if "ramp" in wanted:
                     out["ramp"] = runner.ramp()
                 out["rss_at_end"] = procstat.snapshot(system.pids()).rss
@@ -168,15 +167,17 @@ def run_system(name: str, plan: Plan) -> dict[str, Any]:
 
 
 def run_systems(names: list[str], plan: Plan, done: Callable[[str, dict[str, Any]], None]) -> None:
-    """The fan-out of every system together, then each system's other scenarios in turn."""
+    """The fixed rates of every system together, then each system's other scenarios in turn."""
     paired: dict[str, dict[str, Any]] = {}
-    if "fanout" in plan.scenarios:
-        from bench.paired import paired_fanout
+    kinds = [s for s in plan.scenarios if s in ("fanout", "one2one")]
+    if kinds:
+        from bench.paired import paired_fixed
 
         able = [n for n in names if n != "chat-nopersist" or persistence_switch_supported()]
         began = time.monotonic()
-        paired = paired_fanout(
+        paired = paired_fixed(
             able,
+            kinds,
             plan.args.workers,
             plan.sizes,
             plan.server_cpus,
@@ -184,12 +185,12 @@ def run_systems(names: list[str], plan: Plan, done: Callable[[str, dict[str, Any
             plan.workdir / "paired",
             log,
         )
-        log(f"fan-out, all systems: done in {time.monotonic() - began:.1f}s")
+        log(f"fixed rates, all systems: done in {time.monotonic() - began:.1f}s")
     for name in names:
         entry = run_system(name, plan)
         extra = paired.get(name, {})
         if "error" in extra:
-            entry.setdefault("errors", {})["fanout"] = extra.pop("error")
+            entry.setdefault("errors", {})["fixed"] = extra.pop("error")
         extra.pop("setup", None)
         entry.update(extra)
         done(name, entry)

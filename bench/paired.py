@@ -1,4 +1,4 @@
-"""Fan-out at the fixed rate with every system up at once, measured in turns.
+"""The fixed rates (fan-out, one-to-one) with every system up at once, measured in turns.
 
 Measured one system after another, the fixed-rate figures moved by up to
 ±30% between runs: the machine (a shared virtual one) has slower and faster
@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 import traceback
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench import procstat
-from bench.scenarios import Runner, Sizes
+from bench.scenarios import ACK_POINTS, LAT_POINTS, Runner, Sizes, percentiles
 from bench.systems import SYSTEMS, System
 
 BACKGROUND_SECONDS = 5.0
@@ -34,6 +35,8 @@ BACKGROUND_SECONDS = 5.0
 # polled in short windows, for at most Sizes.quiet_seconds.
 QUIET_MARGIN = 0.02
 QUIET_WINDOW = 0.2
+# What is measured in turns, in this order: the results key and its label.
+KINDS = {"fanout": "fan-out fixed", "one2one": "one-to-one"}
 
 
 def _median_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -42,8 +45,9 @@ def _median_step(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
-def paired_fanout(
+def paired_fixed(
     names: list[str],
+    kinds: list[str],
     workers: int,
     sizes: Sizes,
     server_cpus: set[int] | None,
@@ -51,7 +55,8 @@ def paired_fanout(
     workdir: Path,
     log: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    """Per system: ``fanout`` (its median round), ``fanout_rounds`` and any error."""
+    """Per system and kind (of ``KINDS``): ``fanout`` / ``one2one`` (the median round),
+    ``fanout_rounds`` / ``one2one_rounds``, and any error."""
     from bench.loadgen import Pool  # picows: only where clients are run
 
     out: dict[str, dict[str, Any]] = {name: {} for name in names}
@@ -60,9 +65,9 @@ def paired_fanout(
     runners: dict[str, Runner] = {}
     width = max(len(loadgen_cpus or ()), 1)
     try:
-        log(f"starting {', '.join(names)} (fan-out, all systems up together)")
+        log(f"starting {', '.join(names)} (fixed rates, all systems up together)")
         for name in names:
-            started[name] = SYSTEMS[name](workdir / name / "fanout", server_cpus)
+            started[name] = SYSTEMS[name](workdir / name / "fixed", server_cpus)
         # Starting is mostly waiting for readiness: all at once, in threads.
         with ThreadPoolExecutor(len(names) or 1) as executor:
             failures = dict(
@@ -84,40 +89,76 @@ def paired_fanout(
                 out[name]["error"] = repr(exc)
                 log(f"{name}: FAILED: {exc!r}\n{traceback.format_exc()}\n{system.logs()[-3000:]}")
         _background(runners, out, log)
-        order = list(runners)
-        steps: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
-        for round_ in range(sizes.fixed_rounds):
-            shift = round_ % len(order) if order else 0
-            for name in order[shift:] + order[:shift]:
-                runner = runners[name]
-                label = f"{name}: fan-out fixed, round {round_ + 1}/{sizes.fixed_rounds}"
-                steps[name].append(
-                    runner.load(sizes.fixed_rate, sizes.fixed_seconds, runner.fanout_senders, label)
-                )
-                _quiet(
-                    runner.system,
-                    out[name]["background_cpu_per_s"],
-                    sizes.quiet_seconds,
-                    name,
-                    log,
-                )
-        for name, rounds in steps.items():
-            if rounds:
-                out[name]["fanout"] = _median_step(rounds)
-                out[name]["fanout_rounds"] = [
-                    {
-                        "cpu_per_1k_deliveries": s["cpu_per_1k_deliveries"],
-                        "deliveries_per_s": s["deliveries_per_s"],
-                        "p99_ms": s["latency_ms"]["p99"],
-                    }
-                    for s in rounds
-                ]
+        for kind in KINDS:
+            if kind in kinds:
+                _rounds(kind, runners, sizes, out, log)
     finally:
         for pool in pools:
             pool.close()
         for system in started.values():
             system.stop()
     return out
+
+
+def _rounds(
+    kind: str,
+    runners: dict[str, Runner],
+    sizes: Sizes,
+    out: dict[str, dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """``kind``'s steps for every system in turn, ``sizes.fixed_rounds`` times (the
+    order rotating): ``out[name][kind]`` is the median round, its latency percentiles
+    over every round's samples, and ``out[name][kind + "_rounds"]`` the rounds."""
+    order = list(runners)
+    steps: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+    samples: dict[str, list[tuple[array[int], array[int]]]] = {name: [] for name in order}
+    for round_ in range(sizes.fixed_rounds):
+        shift = round_ % len(order) if order else 0
+        for name in order[shift:] + order[:shift]:
+            runner = runners[name]
+            if kind == "fanout":
+                rate, seconds, senders = (
+                    sizes.fixed_rate,
+                    sizes.fixed_seconds,
+                    runner.fanout_senders,
+                )
+            else:
+                rate, seconds, senders = (
+                    sizes.one2one_rate,
+                    sizes.one2one_seconds,
+                    runner.pair_senders,
+                )
+            label = f"{name}: {KINDS[kind]}, round {round_ + 1}/{sizes.fixed_rounds}"
+            steps[name].append(runner.load(rate, seconds, senders, label))
+            samples[name].append(runner.last_samples)
+            _quiet(runner.system, out[name]["background_cpu_per_s"], sizes.quiet_seconds, name, log)
+    for name, rounds in steps.items():
+        if rounds:
+            out[name][kind] = _pooled(_median_step(rounds), samples[name])
+            out[name][f"{kind}_rounds"] = [
+                {
+                    "cpu_per_1k_deliveries": s["cpu_per_1k_deliveries"],
+                    "deliveries_per_s": s["deliveries_per_s"],
+                    "p99_ms": s["latency_ms"]["p99"],
+                }
+                for s in rounds
+            ]
+
+
+def _pooled(step: dict[str, Any], samples: list[tuple[array[int], array[int]]]) -> dict[str, Any]:
+    """``step`` with its latency percentiles taken over the samples of every round."""
+    latencies: array[int] = array("q")
+    acks: array[int] = array("q")
+    for lat, ack in samples:
+        latencies.extend(lat)
+        acks.extend(ack)
+    return {
+        **step,
+        "latency_ms": percentiles(latencies, LAT_POINTS),
+        "ack_latency_ms": percentiles(acks, ACK_POINTS),
+        "latency_samples": len(latencies),
+    }
 
 
 def _start(system: System) -> Exception | None:
@@ -159,10 +200,12 @@ def _quiet(
     log(f"  {name}: still busy {limit:g} s after its step ({used:.2f} CPU-s/s)")
 
 
-def round_ratios(results: dict[str, Any], base: str, other: str) -> list[float]:
+def round_ratios(
+    results: dict[str, Any], base: str, other: str, kind: str = "fanout"
+) -> list[float]:
     """``other``'s CPU per delivery over ``base``'s, round by round."""
-    a = results.get(base, {}).get("fanout_rounds") or []
-    b = results.get(other, {}).get("fanout_rounds") or []
+    a = results.get(base, {}).get(f"{kind}_rounds") or []
+    b = results.get(other, {}).get(f"{kind}_rounds") or []
     return [
         y["cpu_per_1k_deliveries"] / x["cpu_per_1k_deliveries"]
         for x, y in zip(a, b, strict=False)

@@ -200,9 +200,16 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         f"deliveries/s) for {sizes['fixed_seconds']:g} s per step; all systems up at once, "
         f"one step each in turn, {sizes.get('fixed_rounds', 1)} rounds |"
     )
+    paired_one = any(e.get("one2one_rounds") for _, e in _systems(results))
     add(
         f"| one-to-one | {sizes['pairs']:,} pairs of the same clients, {sizes['one2one_rate']:g} "
-        f"msg/s for {sizes['one2one_seconds']:g} s |"
+        f"msg/s for {sizes['one2one_seconds']:g} s"
+        + (
+            f" per step; all systems up at once, one step each in turn, "
+            f"{sizes.get('fixed_rounds', 1)} rounds |"
+            if paired_one
+            else " |"
+        )
     )
     add(
         f"| ramp | fan-out topology, steps of {sizes['ramp_seconds']:g} s at "
@@ -257,7 +264,9 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     for _name, entry in systems:
         f = entry.get("fanout")
         if not f:
-            add(f"| {_label(entry)} | {_why_missing(entry, 'traffic')} |||||||||")
+            add(
+                f"| {_label(entry)} | {_why_missing(entry, 'fixed', 'fanout', 'traffic')} |||||||||"
+            )
             continue
         add(
             f"| {_label(entry)} | {_fmt(f['deliveries_per_s'])} | {_fmt(_lat(f, 'p50'), 2)} | "
@@ -273,7 +282,7 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in base_fan["server_cpu"].items())
         add(f"This project's CPU-seconds by process in this step: {parts}.")
         add("")
-    add(_rounds_section(results))
+    add(_rounds_section(results, "fanout"))
 
     # (b) one-to-one
     add("## (b) One-to-one chat at a fixed rate: end-to-end latency")
@@ -288,7 +297,9 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     for _name, entry in systems:
         o = entry.get("one2one")
         if not o:
-            add(f"| {_label(entry)} | {_why_missing(entry, 'traffic')} |||||||||")
+            add(
+                f"| {_label(entry)} | {_why_missing(entry, 'fixed', 'fanout', 'traffic')} |||||||||"
+            )
             continue
         ack = o.get("ack_latency_ms", {})
         add(
@@ -306,6 +317,9 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "publish reply for Centrifugo, the ack callback for Socket.IO."
     )
     add("")
+    one_rounds = _rounds_section(results, "one2one")
+    if one_rounds:
+        add(one_rounds)
 
     # (d) saturation
     add("## (d) Saturation: highest delivery rate")
@@ -488,38 +502,52 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rounds_section(results: dict[str, Any]) -> str:
-    """The fan-out rounds: each system's figure per round and same-round ratios."""
-    systems = [(n, e) for n, e in _systems(results) if e.get("fanout_rounds")]
+def _rounds_section(results: dict[str, Any], kind: str) -> str:
+    """A fixed-rate scenario's rounds: each system's figure per round and same-round ratios."""
+    key = f"{kind}_rounds"
+    systems = [(n, e) for n, e in _systems(results) if e.get(key)]
     if not systems:
         return ""
-    quiet = results.get("sizes", {}).get("quiet_seconds")
-    if quiet is None and results.get("machine", {}).get("cpu_accounting") == "schedstat":
-        quiet = 4  # the one run that waited before the limit was recorded (8d81015)
-    settle = (
-        f"After its step each system was given up to {quiet:g} s to fall back to its "
-        "background CPU, so work a step leaves behind (FerretDB writes, with persistence on) "
-        "does not run during the next system's step. "
-        if quiet
-        else ""
-    )
+    if kind == "fanout":
+        quiet = results.get("sizes", {}).get("quiet_seconds")
+        if quiet is None and results.get("machine", {}).get("cpu_accounting") == "schedstat":
+            quiet = 4  # the one run that waited before the limit was recorded (8d81015)
+        settle = (
+            f"After its step each system was given up to {quiet:g} s to fall back to its "
+            "background CPU, so work a step leaves behind (FerretDB writes, with persistence "
+            "on) does not run during the next system's step. "
+            if quiet
+            else ""
+        )
+        intro = (
+            "All systems were up and connected at once; each held the fixed rate for one step "
+            "in turn, round after round (the order rotating), so a slower phase of the machine "
+            f"moves every system's figure of that round. {settle}"
+            "The table shows the median round; here "
+            "are all rounds (server CPU-s per 1k deliveries), the ratio against this project "
+            "with persistence off taken round by round, and each system's background CPU with "
+            "its clients connected and nobody sending (heartbeats, timers), which at this rate "
+            "is part of every delivery's cost."
+        )
+    else:
+        samples = next((e[kind].get("latency_samples") for _, e in systems), None)
+        intro = (
+            "One-to-one was measured as the fan-out was: all systems up at once, one step "
+            "each in turn, round after round. The table shows the median round's CPU and "
+            "counts; its latency percentiles are over the samples of every round"
+            + (f" ({samples:,} for this project)" if samples else "")
+            + ". All rounds (server CPU-s per 1k messages) and the same-round ratios:"
+        )
     lines = [
-        "All systems were up and connected at once; each held the fixed rate for one step "
-        "in turn, round after round (the order rotating), so a slower phase of the machine "
-        f"moves every system's figure of that round. {settle}"
-        "The table shows the median round; here "
-        "are all rounds (server CPU-s per 1k deliveries), the ratio against this project "
-        "with persistence off taken round by round, and each system's background CPU with "
-        "its clients connected and nobody sending (heartbeats, timers), which at this rate "
-        "is part of every delivery's cost.",
+        intro,
         "",
         "| system | rounds | median ratio to this project (persistence off), per round | "
         "background CPU ms/s |",
         "|---|---|---|---|",
     ]
     for name, entry in systems:
-        rounds = ", ".join(_fmt(r["cpu_per_1k_deliveries"], 3) for r in entry["fanout_rounds"])
-        ratios = round_ratios(results["systems"], NOPERSIST, name)
+        rounds = ", ".join(_fmt(r["cpu_per_1k_deliveries"], 3) for r in entry[key])
+        ratios = round_ratios(results["systems"], NOPERSIST, name, kind)
         ratio = (
             f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
             if ratios
@@ -534,10 +562,12 @@ def _rounds_section(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _why_missing(entry: dict[str, Any], phase: str) -> str:
+def _why_missing(entry: dict[str, Any], *phases: str) -> str:
+    """Why a row is empty: the first error recorded for any of ``phases``."""
     if entry.get("skipped"):
         return "not run (see notes)"
-    err = (entry.get("errors") or {}).get(phase)
+    errors = entry.get("errors") or {}
+    err = next((errors[p] for p in phases if errors.get(p)), None)
     return f"failed: {err[:80]}" if err else "not run"
 
 

@@ -39,7 +39,7 @@ class Sizes:
     quiet_seconds: float = 2.0  # after its step, at most this long back to background CPU
     pairs: int = 500
     one2one_rate: float = 50.0
-    one2one_seconds: float = 12.0
+    one2one_seconds: float = 4.0  # per step; fixed_rounds steps each (bench.paired)
     idle: int = 10_000
     idle_seconds: float = 3.0
     ramp_rates: list[float] = field(default_factory=lambda: list(RAMP_RATES))
@@ -57,7 +57,7 @@ QUICK = Sizes(
     fixed_rounds=2,
     pairs=100,
     one2one_rate=50,
-    one2one_seconds=3,
+    one2one_seconds=2,
     idle=1000,
     idle_seconds=2,
     ramp_rates=[50, 200, 1000, 3000],
@@ -81,6 +81,7 @@ def percentiles(values: list[int] | array[int], points: tuple[float, ...]) -> di
 
 
 LAT_POINTS = (50.0, 90.0, 99.0, 99.9)
+ACK_POINTS = (50.0, 99.0)
 
 
 class Runner:
@@ -93,6 +94,8 @@ class Runner:
         self.loadgen_cpus = max(loadgen_cpus, 1)
         self.log = log
         self.step = 0
+        # The latency samples (send to delivery, send to ack; µs) of the last step.
+        self.last_samples: tuple[array[int], array[int]] = (array("q"), array("q"))
 
     # --- helpers ------------------------------------------------------------------
 
@@ -222,7 +225,7 @@ class Runner:
             "deliveries_per_s": round(delivered / span, 1) if span else 0.0,
             "sends_per_s": round(sent / send_seconds, 1) if send_seconds else 0.0,
             "latency_ms": lat,
-            "ack_latency_ms": percentiles(ack_latencies, (50.0, 99.0)),
+            "ack_latency_ms": percentiles(ack_latencies, ACK_POINTS),
             "drain_seconds": round(drain, 3),
             "complete": complete,
             "sustained": sustained,
@@ -239,6 +242,7 @@ class Runner:
             "send_lag_max_s": round(max(r["send_lag_max"] for r in results), 4),
             "wall": round(wall, 3),
         }
+        self.last_samples = (latencies, ack_latencies)
         errors = summary["errors"]
         self.log(
             f"  {label}: {sent} sent, {delivered}/{expected} delivered, "
@@ -336,11 +340,6 @@ class Runner:
     def warmup(self) -> None:
         rate = min(self.sizes.fixed_rate, 100)
         self.load(rate, self.sizes.warmup_seconds, self.fanout_senders, "warmup")
-
-    def one_to_one(self) -> dict[str, Any]:
-        return self.load(
-            self.sizes.one2one_rate, self.sizes.one2one_seconds, self.pair_senders, "one-to-one"
-        )
 
     def ramp(self) -> dict[str, Any]:
         steps = []
