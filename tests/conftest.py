@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 from pymongo import AsyncMongoClient
 
 from tests.support.client import ChatClient
@@ -24,6 +25,14 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
+    """A redis-py client of the session's redis-server."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -31,9 +31,12 @@ class ConnectFlow:
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         outbox = Outbox(self.redis, self.settings)
         stream = keys.connection_event_stream()
-        for _, event in decode_entries(stream, entries, decode_conn_event):
-            if isinstance(event, ConnOpened):
-                await self.offline.send_batch(
-                    outbox, event.user_id, event.gateway_id, event.connection_id
-                )
+        await self.offline.send_batches(
+            outbox,
+            [
+                (event.user_id, event.gateway_id, event.connection_id)
+                for _, event in decode_entries(stream, entries, decode_conn_event)
+                if isinstance(event, ConnOpened)
+            ],
+        )
         await outbox.flush()

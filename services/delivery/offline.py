@@ -12,6 +12,8 @@ overflow set, turned into ``sync_required`` on the next connect.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -86,20 +88,50 @@ class OfflineQueue:
         On the first batch (``after == "-"``) any overflow is announced first as
         ``sync_required``, and cleared: the device is about to sync.
         """
-        queue = keys.offline_queue_key(user_id)
-        start = "-" if after == "-" else f"({after}"
+        return (await self.send_batches(outbox, [(user_id, gateway_id, connection_id)], after))[0]
+
+    async def send_batches(
+        self, outbox: Outbox, devices: Sequence[tuple[str, str, str]], after: str = "-"
+    ) -> list[int]:
+        """``send_batch`` for many (user, gateway, connection) at once: one round trip.
+
+        A burst of connects (a gateway restarted and its clients came back)
+        is one stream batch of events, read in one pipeline instead of one
+        round trip each. Two devices of one user in a batch both get the
+        queue; only the first gets the overflow's ``sync_required``, as when
+        they connect one after the other.
+        """
+        if not devices:
+            return []
+        first = after == "-"
+        start = "-" if first else f"({after}"
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xrange(queue, min=start, max="+", count=self.batch + 1)
-        if after == "-":
-            pipe.smembers(keys.offline_overflow_key(user_id))
-            pipe.delete(keys.offline_overflow_key(user_id))
-        replies = await pipe.execute()
-        entries = replies[0]
-        if after == "-" and replies[1]:
-            conversations = sorted(c.decode() for c in replies[1])
-            outbox.reply(
-                gateway_id, connection_id, encode(SyncRequired(conversation_ids=conversations))
-            )
+        for user_id, _, _ in devices:
+            pipe.xrange(keys.offline_queue_key(user_id), min=start, max="+", count=self.batch + 1)
+            if first:
+                pipe.smembers(keys.offline_overflow_key(user_id))
+                pipe.delete(keys.offline_overflow_key(user_id))
+        replies = iter(await pipe.execute())
+        sizes = []
+        for _, gateway_id, connection_id in devices:
+            entries = next(replies)
+            if first:
+                overflow = next(replies)
+                next(replies)  # the DEL
+                if overflow:
+                    conversations = sorted(c.decode() for c in overflow)
+                    outbox.reply(
+                        gateway_id,
+                        connection_id,
+                        encode(SyncRequired(conversation_ids=conversations)),
+                    )
+            sizes.append(self._queued(outbox, gateway_id, connection_id, entries))
+        return sizes
+
+    def _queued(
+        self, outbox: Outbox, gateway_id: str, connection_id: str, entries: list[Any]
+    ) -> int:
+        """One ``queued_messages`` frame of ``entries`` (XRANGE's, one beyond the batch)."""
         if not entries:
             return 0
         more = len(entries) > self.batch

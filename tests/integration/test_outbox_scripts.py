@@ -6,11 +6,9 @@ conversation's seq counter with persistence off, moved up and never down."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from services.delivery.outbox import Outbox
@@ -18,13 +16,6 @@ from shared import keys
 from shared.command_conn import held_connection
 from shared.scripts import load_script
 from shared.settings import Settings
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 async def advance(client: Any, settings: Settings, tops: dict[str, int], held: bool) -> dict:

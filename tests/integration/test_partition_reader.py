@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -41,13 +41,6 @@ class Recorder:
 
     def bodies(self, stream: str) -> list[bytes]:
         return [body for batch in self.batches for body in batch.get(stream, [])]
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["pool", "held"])

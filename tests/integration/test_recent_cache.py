@@ -5,36 +5,15 @@ the newest ``size`` of each are kept, and pages come back from it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as redis
 
 from services.delivery.outbox import Outbox
 from services.delivery.recent import RECENT_TTL_SECONDS, RecentCache
 from shared import keys
 from shared.command_conn import held_connection
-from shared.protocol import Message
 from shared.settings import Settings
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-def _message(conversation_id: str, seq: int) -> Message:
-    return Message(
-        id=f"{conversation_id}-{seq}",
-        conversation_id=conversation_id,
-        seq=seq,
-        sender_id="alice",
-        content=f"m{seq}",
-        content_type="text",
-        sent_at=seq,
-    )
+from tests.support.chat import message
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["pool", "held"])
@@ -45,7 +24,7 @@ async def test_one_batch_of_two_conversations(client, redis_server, held: bool) 
     conn = held_connection(client) if held else None
     outbox = Outbox(client, settings, conn)
     # Interleaved, as a batch of sends to two conversations arrives.
-    batch = [_message(cid, seq) for seq in range(1, 9) for cid in (a, b)]
+    batch = [message(cid, seq) for seq in range(1, 9) for cid in (a, b)]
     cache.add(outbox, batch)
     assert len(outbox) == 6  # ZADD, trim and EXPIRE once per conversation
     await outbox.flush()
@@ -72,6 +51,6 @@ async def test_a_redone_batch_changes_nothing(client, redis_server) -> None:
     cid = f"c-{uuid.uuid4().hex}"
     for _ in range(2):
         outbox = Outbox(client, settings)
-        cache.add(outbox, [_message(cid, seq) for seq in (1, 2, 3)])
+        cache.add(outbox, [message(cid, seq) for seq in (1, 2, 3)])
         await outbox.flush()
     assert await client.zcard(keys.recent_messages_key(cid)) == 3

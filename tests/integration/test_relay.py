@@ -7,24 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
 
 from services.gateway.relay import RateCheck, StreamRelay
 from shared import keys
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from tests.support.chat import until
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.mark.parametrize("flush_scripts", [False, True], ids=["loaded", "script-lost"])

@@ -5,21 +5,12 @@ entries, re-read pending ones, one deleted while pending, and an expired block."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import redis.asyncio as redis
 
 from shared.command_conn import CommandConnection
 from shared.streams import ack_then_read, ensure_group
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 def _shape(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:

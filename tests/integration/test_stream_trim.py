@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 import redis.asyncio as redis
 
 from shared import keys
@@ -18,13 +17,6 @@ from tests.support.chat import create_conversation, send, uid, until
 from tests.support.client import ChatClient
 
 NODE = 100  # Redis's stream-node-max-entries: an approximate trim removes whole nodes
-
-
-@pytest.fixture
-async def client(redis_server) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 async def _fill(client: redis.Redis, stream: str, count: int) -> list[bytes]:

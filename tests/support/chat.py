@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from shared.protocol import Message
 from tests.support.client import ChatClient
 from tests.support.stack import Stack
 
@@ -14,6 +15,19 @@ from tests.support.stack import Stack
 def uid(prefix: str) -> str:
     """A user or client id unique to this run, so tests never see each other."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def message(conversation_id: str, seq: int, sender_id: str = "alice") -> Message:
+    """A message as delivery makes it, for tests below the client protocol."""
+    return Message(
+        id=f"{conversation_id}-{seq}",
+        conversation_id=conversation_id,
+        seq=seq,
+        sender_id=sender_id,
+        content=f"m{seq}",
+        content_type="text",
+        sent_at=seq,
+    )
 
 
 async def create_conversation(
