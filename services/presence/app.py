@@ -22,6 +22,14 @@ from shared.web import READY_CHECKS, REDIS, SETTINGS, base_app
 
 log = get_logger(__name__)
 
+# After a short batch of connection events, let the next ones gather for this
+# long: a batch costs four round trips whatever its size (gateways alive,
+# transitions, registry, publishes), and a burst of connects (a gateway's
+# clients coming back after a restart) otherwise arrives a few events per
+# batch. Watchers then see a transition up to this much later; a lone event
+# still goes through as soon as the blocking read returns it.
+EVENTS_LINGER_MS = 50
+
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app(settings, "presence", create_redis(settings))
@@ -47,6 +55,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
         trim_seconds=settings.stream_trim_seconds,
+        linger_ms=EVENTS_LINGER_MS,
     )
     sweeper = GatewaySweeper(redis_client, state, announcer, settings)
     tasks = [

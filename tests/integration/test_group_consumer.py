@@ -83,3 +83,36 @@ async def test_acks_of_the_last_batch_are_sent_when_the_consumer_stops(redis_ser
         assert (await client.xpending(stream, "g"))["pending"] == 0
     finally:
         await client.aclose()
+
+
+async def test_linger_gathers_a_burst_into_few_batches(client) -> None:
+    """Presence lingers after a short batch: a burst trickling in (connects after a
+    gateway restart) is handled in batches, in order, not an entry or two at a time."""
+    stream = f"test:{uuid.uuid4().hex}"
+    batches: list[list[bytes]] = []
+    linger_ms = 100
+
+    async def handler(entries: Sequence[Entry], recovered: bool) -> None:
+        batches.append([body for _, body in entries])
+
+    consumer = GroupConsumer(client, stream, "g", "c1", handler, block_ms=100, linger_ms=linger_ms)
+    await client.xadd(stream, {keys.STREAM_FIELD: b"e0"})  # the group starts at the stream's start
+    task = asyncio.create_task(consumer.run())
+    try:
+        await until(lambda: batches, 5)  # a lone entry is not held back
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for i in range(1, 61):
+            await client.xadd(stream, {keys.STREAM_FIELD: f"e{i}".encode()})
+            await asyncio.sleep(0.005)
+        spread = loop.time() - began
+        await until(lambda: sum(len(b) for b in batches) == 61, 5)
+        assert [body for batch in batches for body in batch] == [
+            f"e{i}".encode() for i in range(61)
+        ]
+        # One batch per linger while the burst lasts (and one either side).
+        assert len(batches) <= spread / (linger_ms / 1000) + 3, [len(b) for b in batches]
+    finally:
+        consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
