@@ -33,6 +33,11 @@ from shared.web import READY_CHECKS, REDIS, SETTINGS, base_app
 log = get_logger(__name__)
 
 PARTITIONS = web.AppKey("partitions", PartitionManager)
+# After a short batch of connection events, let the next ones gather for this
+# long (see presence's EVENTS_LINGER_MS): a burst of reconnects then reads its
+# offline queues in a few pipelines. A device's queued_messages may come this
+# much later; a lone connect's still goes out as soon as the read returns it.
+CONNECTS_LINGER_MS = 20
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -80,6 +85,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
         trim_seconds=settings.stream_trim_seconds,
+        linger_ms=CONNECTS_LINGER_MS,
     )
     tasks = [
         asyncio.create_task(_start_partitions(partitions, db), name="partitions"),
