@@ -73,10 +73,7 @@ def _check_counter(entry: CachedConversation, expected: int, before: Any) -> Non
     """The reply of a batch's ``seq_advance``: the counter held ``before``, this owner
     expected ``expected`` (persistence off, see ``SendFlow._number_only``)."""
     if isinstance(before, Exception):
-        # Not advanced: the batch is redone, and numbers its messages again
-        # from the counter, so the seqs given out in memory are not skipped.
-        entry.counted = False
-        return
+        return  # not advanced: the redo numbers from the counter again, skipping nothing
     if int(before) > expected:
         metrics.SEQ_CONFLICTS.inc()
         log.error(
@@ -85,7 +82,8 @@ def _check_counter(entry: CachedConversation, expected: int, before: Any) -> Non
             expected=expected,
             found=int(before),
         )
-        entry.counted = False  # read it again before the next message
+        return  # read it again before the next message
+    entry.counted = True
 
 
 class SendFlow:
@@ -173,6 +171,8 @@ class SendFlow:
         the counter held, and more than this owner expected means another
         owner numbered messages meanwhile. That is counted and logged and the
         counter read again, but the messages of that window may share seqs.
+        Until the advance is answered the counter is not trusted: a batch
+        whose pipeline failed is redone from the counter, so no seq is skipped.
         Messages live only in pushes, offline queues and the recent cache;
         `message_ack` no longer means durable. Never for production.
         """
@@ -188,6 +188,11 @@ class SendFlow:
                 entry.last_seq = int(value or 0)
                 entry.counted = True
         expected = {cid: entry.last_seq for cid, entry in entries.items()}
+        for entry in entries.values():
+            # Trusted again once this batch's advance is answered as expected:
+            # a batch whose pipeline failed or was lost unanswered is redone,
+            # and then numbers from the counter instead of past it.
+            entry.counted = False
         for item in pending:
             entry = item.conversation
             entry.last_seq += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import urllib.request
@@ -11,7 +12,7 @@ import redis.asyncio as redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys
-from tests.support.chat import create_conversation, send, uid
+from tests.support.chat import create_conversation, send, uid, until
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
 
@@ -122,6 +123,46 @@ async def test_persistence_off_counter_moved_by_another_owner_is_read_again(fres
         assert _conflicts(services["delivery"]) == 1
         assert await _seqs(a, b, cid, 2) == [11, 12]
         assert await store.get(keys.seq_counter_key(cid)) == b"12"
+
+
+async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_the_counter(
+    fresh_stack,
+) -> None:
+    """A batch whose fan-out pipeline Redis refused is redone; its messages get the
+    seqs the counter says are next, not ones past those it gave out in memory."""
+    async with _pair_without_store(fresh_stack) as (_services, a, b, cid, store):
+        assert await _seqs(a, b, cid, 1) == [1]
+        counter = keys.seq_counter_key(cid)
+        await store.set(counter, "not a number")  # the batch's advance now fails
+        errors = await _errors(store)
+        await a.send({**_frame(cid, "redone"), "requestId": "redone"})
+        # Refused at least once (the batch stays pending and is redone), then let through.
+        deadline = asyncio.get_running_loop().time() + 10
+        while await _errors(store) == errors:
+            assert asyncio.get_running_loop().time() < deadline, "the batch was never tried"
+            await asyncio.sleep(0.05)
+        await store.set(counter, 1)
+
+        def acks() -> list[int]:
+            return [
+                f["message"]["seq"]
+                for f in a.frames
+                if f.get("type") == "message_ack" and f.get("requestId") == "redone"
+            ]
+
+        # The refused pipeline's publishes went out (seq 2); the redo numbers the
+        # message from the counter again: 2 once more, never 3.
+        await until(lambda: len(acks()) == 2, 30)
+        assert acks() == [2, 2]
+        assert await store.get(counter) == b"2"
+        pushed = lambda: [f["message"]["seq"] for f in b.frames if f.get("type") == "message"]  # noqa: E731
+        await until(lambda: len(pushed()) == 2, 30)
+        assert pushed() == [2, 2]
+
+
+async def _errors(store: redis.Redis) -> int:
+    """Error replies Redis has sent so far (to anybody)."""
+    return int((await store.info("stats"))["total_error_replies"])
 
 
 def _get(url: str) -> tuple[int, dict]:
