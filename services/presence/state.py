@@ -39,6 +39,10 @@ class Change:
     gateway_id: str
     opened: bool
     at: int
+    # A close by the connection's own event: it is gone for good, and a redone
+    # open of it is ignored. False for a sweep of a gateway thought dead, which
+    # announces its connections again if it was alive after all.
+    for_good: bool = True
 
 
 class PresenceState:
@@ -106,6 +110,7 @@ class PresenceState:
                 TOMBSTONE_TTL_MS,
                 change.gateway_id,
                 LAST_SEEN_TTL_MS,
+                "1" if change.for_good else "0",
             ],
         )
 

@@ -79,7 +79,7 @@ class GatewaySweeper:
             cursor, chunk = await self.redis.hscan(key, cursor, count=SWEEP_CHUNK)
             assert isinstance(chunk, dict)
             changes = [
-                Change(text(user), text(conn), gateway_id, False, at)
+                Change(text(user), text(conn), gateway_id, False, at, for_good=False)
                 for conn, user in chunk.items()
             ]
             made = await self.state.apply(changes)

@@ -253,3 +253,36 @@ async def test_one_batch_applies_each_users_changes_in_their_order(redis_server)
         assert online == [1, 1]
     finally:
         await client.aclose()
+
+
+async def test_open_redone_after_its_close_stays_closed_but_a_swept_one_returns(client) -> None:
+    """Connection events are delivered at least once: a presence instance that died
+    before acknowledging an open has it redone, possibly after the close. That open
+    must not bring the connection back. A sweep of a gateway thought dead is not
+    final: the gateway, alive after all, announces its connections again."""
+    state = PresenceState(client)
+    u, w, gateway = uid("u"), uid("w"), uid("gw")
+    now = int(time.time() * 1000)
+    assert await state.apply([Change(u, "c1", gateway, True, now)]) == [True]
+    assert await state.apply([Change(u, "c1", gateway, False, now + 1)]) == [True]
+    assert await state.apply([Change(u, "c1", gateway, True, now)]) == [False]  # redone
+    assert await client.hlen(keys.user_connections_key(u)) == 0
+    assert not await client.sismember(keys.online_users_key(), u)
+
+    assert await state.apply([Change(w, "d1", gateway, True, now)]) == [True]
+    swept = Change(w, "d1", gateway, False, now + 1, for_good=False)
+    assert await state.apply([swept]) == [True]
+    assert await state.apply([Change(w, "d1", gateway, True, now + 2)]) == [True]  # announced
+    assert await client.hkeys(keys.user_connections_key(w)) == [b"d1"]
+
+
+async def test_tombstones_of_a_user_stay_bounded(client) -> None:
+    state = PresenceState(client)
+    u, gateway = uid("u"), uid("gw")
+    now = int(time.time() * 1000)
+    for i in range(300):
+        await state.apply([Change(u, f"c{i}", gateway, True, now)])
+        await state.apply([Change(u, f"c{i}", gateway, False, now)])
+    assert 0 < await client.hlen(keys.user_tombstones_key(u)) <= 128
+    # The latest close is always among them.
+    assert await state.apply([Change(u, "c299", gateway, True, now)]) == [False]
