@@ -116,46 +116,37 @@ class StreamRelay:
                 return
 
     async def _flush(self, batch: list[_Item]) -> None:
-        if self.conn is not None and any(item.check is not None for item in batch):
-            await self._flush_limited(batch)
-            return
-        try:
-            batch = await self._rate_limit(batch)
-        except REDIS_ERRORS as exc:
-            log.warning("rate limit check failed; refusing the batch", error=str(exc))
-            self._fail(batch)
-            return
-        if not batch:
-            return
-        commands = [xadd_words(item.stream, item.body, item.maxlen) for item in batch]
-        try:
-            results = await send_raw(self.redis, commands, self.conn)
-        except REDIS_ERRORS as exc:
-            log.warning("stream append failed", error=str(exc), count=len(batch))
-            results = [exc] * len(batch)
-        for item, result in zip(batch, results, strict=True):
-            ok = not isinstance(result, Exception)
-            if not ok:
-                self._fail([item])
-            elif item.done is not None and not item.done.done():
-                item.done.set_result(True)
-
-    async def _flush_limited(self, batch: list[_Item]) -> None:
-        """Standalone Redis: checks and appends of the whole batch in one round trip."""
-        limiter = self.limiter
-        assert limiter is not None
-        commands = [
-            limiter.append_words(
-                item.check.key, item.check.limit, item.stream, item.maxlen, item.body
-            )
-            if item.check is not None
-            else xadd_words(item.stream, item.body, item.maxlen)
-            for item in batch
-        ]
+        # Standalone Redis: a rate-limited frame is checked and appended by one
+        # script call, so the batch is one round trip. Otherwise (a cluster, or
+        # nothing to check) the checks go first and the allowed frames after.
+        inline = self.conn is not None and any(item.check is not None for item in batch)
+        if inline:
+            limiter = self.limiter
+            assert limiter is not None
+            commands = [
+                limiter.append_words(
+                    item.check.key, item.check.limit, item.stream, item.maxlen, item.body
+                )
+                if item.check is not None
+                else xadd_words(item.stream, item.body, item.maxlen)
+                for item in batch
+            ]
+            scripts = [limiter.append_script]
+        else:
+            try:
+                batch = await self._rate_limit(batch)
+            except REDIS_ERRORS as exc:
+                log.warning("rate limit check failed; refusing the batch", error=str(exc))
+                self._fail(batch)
+                return
+            if not batch:
+                return
+            commands = [xadd_words(item.stream, item.body, item.maxlen) for item in batch]
+            scripts = []
         try:
             replies = await send_raw(self.redis, commands, self.conn)
             results = await settle_raw(
-                self.redis, commands, replies, [limiter.append_script], self.conn, raise_first=False
+                self.redis, commands, replies, scripts, self.conn, raise_first=False
             )
         except REDIS_ERRORS as exc:
             # Fail closed: nothing can be relayed without Redis anyway.
@@ -165,8 +156,8 @@ class StreamRelay:
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._fail([item])
-            elif item.check is not None and not self._allowed(item.check, result):
-                continue
+            elif inline and item.check is not None and not self._allowed(item.check, result):
+                continue  # refused by its check: counted and told, not appended
             elif item.done is not None and not item.done.done():
                 item.done.set_result(True)
 
