@@ -23,8 +23,8 @@ WORK_NOTES = {
         "partition (rate limits are off in the bench: it sends far above the product's "
         "per-user limits); the delivery service (partition leases, one consumer-group "
         "read for all its partitions) checks membership, assigns a gapless seq, **inserts the "
-        "message into MongoDB (FerretDB) and moves the conversation's lastSeq before "
-        "acking**, then one Redis pipeline carries the `message_ack`, a PUBLISH per member "
+        "batch's messages into MongoDB (FerretDB) before acking**, then one Redis pipeline "
+        "carries the conversation's head (last seq) move, the `message_ack`, a PUBLISH per member "
         "(user channels; one `fanout.lua` call per message on standalone Redis), the "
         "recent-history cache update and a domain event, in the same write as the next read; "
         "the batch's XACK once its replies are in, with the read after that. "
@@ -35,9 +35,9 @@ WORK_NOTES = {
     ),
     "chat-nopersist": (
         "As above without the MongoDB writes per batch (`CHAT_PERSISTENCE=off`): the partition's "
-        "owner numbers messages in memory, as with persistence on, and moves the "
-        "conversation's Redis seq counter in the batch's own pipeline (no round trip of its "
-        "own); streams, partitions, acks, offline queues, presence unchanged."
+        "owner numbers messages in memory, as with persistence on, and the conversation's head "
+        "in Redis, moved in the batch's own pipeline, is its counter; streams, partitions, "
+        "acks, offline queues, presence unchanged."
     ),
     "centrifugo": (
         "Per publication: a Redis Lua script appends to the channel's history stream (we "
@@ -470,21 +470,22 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     add(
         "- **An `update` by `_id` scans the whole collection**: `update_one({'_id': …})` costs "
         "2.2 ms with 100 documents in the collection, 3.2 ms with 1,000 and 11.3 ms with "
-        "5,000, while `find_one` by `_id` stays at 0.8 ms. The send path issues two update "
-        "commands per batch (`conversations.lastSeq`, and the sender's read marker in "
-        "`reads`), presence one (`users.lastSeen`): their cost grows with the number of "
-        "conversations, readers and users, not with the traffic. That is why FerretDB "
-        "takes most of this project's CPU above, and why one-to-one (one batch per message, "
-        "600 conversations in the database) costs ~10x more per delivery than fan-out."
+        "5,000, while `find_one` by `_id` stays at 0.8 ms and an insert at about 1 ms. The "
+        "send path therefore writes nothing but the insert: a conversation's last seq "
+        "lives in Redis (its head, see docs/architecture.md). Until 2026-11-29 a second "
+        "write per batch moved `conversations.lastSeq`, and that update was three quarters "
+        "of the CPU per stored message (fan-out 1.64 → 0.43 CPU-s per 1k deliveries, "
+        "one-to-one 15.4 → 3.2 per 1k messages without it). Read receipts (`reads`) and "
+        "presence (`users.lastSeen`) still update by `_id`: their cost grows with the "
+        "number of readers and users, not with the traffic."
     )
     add(
         "- **An `update` command of 100 or more statements never returns** (99 is fine) and "
         "holds SQLite's write lock meanwhile, so every other write stalls until the client "
         "times out (`SERVICE_UNAVAILABLE` for senders). Callers that can reach 100: presence "
         "`users.lastSeen` (one statement per transition of a stream batch, up to "
-        "`CHAT_BATCH_SIZE`=200; the bench runs presence with 99), `advance_last_seq` (one per "
-        "distinct conversation in a batch) and `mark_own_messages_read` (one per distinct "
-        "conversation and sender). The services now split every bulk write into chunks "
+        "`CHAT_BATCH_SIZE`=200; the bench runs presence with 99). The services split every "
+        "bulk write into chunks "
         "of 64 statements (`shared/mongo.py`, `BULK_CHUNK`), so none of them reaches it; "
         "the bench's presence setting predates that and is kept so runs stay comparable."
     )

@@ -139,9 +139,10 @@ def recent_messages_key(conversation_id: str) -> str:
     return f"recent:{{conv:{conversation_id}}}"
 
 
-def seq_counter_key(conversation_id: str) -> str:
-    """Seq counter of a conversation when persistence is off (benchmark mode only)."""
-    return f"seq:{{conv:{conversation_id}}}"
+def conversation_head_key(conversation_id: str) -> str:
+    """Hash ``seq``, ``at``: a conversation's last seq and when it moved (see
+    services/delivery/heads.py; the seq counter itself when persistence is off)."""
+    return f"head:{{conv:{conversation_id}}}"
 
 
 # --- keys: gateways, leases -----------------------------------------------------------

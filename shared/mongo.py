@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, WriteConcern
+from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -50,9 +50,7 @@ async def ensure_indexes(db: MongoDB) -> None:
     await db[MESSAGES].create_index(
         [("conversationId", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq"
     )
-    await db[CONVERSATIONS].create_index(
-        [("participantIds", ASCENDING), ("lastMessageAt", DESCENDING)], name="member_recent"
-    )
+    await db[CONVERSATIONS].create_index([("participantIds", ASCENDING)], name="member")
     await db[READS].create_index(
         [("userId", ASCENDING), ("conversationId", ASCENDING)], name="user_conv"
     )

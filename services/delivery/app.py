@@ -13,6 +13,7 @@ from services.delivery.cache import ConversationCache
 from services.delivery.commands import CommandRouter
 from services.delivery.connect import ConnectFlow
 from services.delivery.conversations import ConversationFlow
+from services.delivery.heads import Heads
 from services.delivery.history import HistoryFlow
 from services.delivery.offline import OfflineQueue
 from services.delivery.partitions import PartitionManager
@@ -59,12 +60,13 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     typing = TypingFlow(cache, redis_client, settings)
     # The fan-out pipeline of every batch goes out on one held connection.
     conn = held_connection(redis_client)
+    heads = Heads(redis_client, store, settings, conn)
     router = CommandRouter(
         redis_client,
         settings,
-        send=SendFlow(store, cache, recent, offline, settings, redis_client, conn),
-        conversations=ConversationFlow(store, cache, settings),
-        history=HistoryFlow(store, cache, recent),
+        send=SendFlow(store, cache, heads, recent, offline, settings),
+        conversations=ConversationFlow(store, cache, heads),
+        history=HistoryFlow(store, cache, heads, recent),
         receipts=ReceiptFlow(store, cache),
         typing=typing,
         offline=offline,

@@ -9,6 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.delivery.cache import ConversationCache
 from services.delivery.context import Request
+from services.delivery.heads import Heads
 from services.delivery.outbox import Outbox
 from services.delivery.store import Store
 from shared.events import ConversationCreated, encode_event
@@ -20,7 +21,8 @@ from shared.protocol import (
     CreateConversation,
     encode,
 )
-from shared.settings import Settings
+
+LIST_LIMIT = 500
 
 
 def conversation_id(request: Request) -> str:
@@ -30,10 +32,10 @@ def conversation_id(request: Request) -> str:
 
 
 class ConversationFlow:
-    def __init__(self, store: Store, cache: ConversationCache, settings: Settings) -> None:
+    def __init__(self, store: Store, cache: ConversationCache, heads: Heads) -> None:
         self.store = store
         self.cache = cache
-        self.settings = settings
+        self.heads = heads
 
     async def create(self, request: Request, frame: CreateConversation, outbox: Outbox) -> None:
         creator = request.command.user_id
@@ -53,9 +55,11 @@ class ConversationFlow:
         )
         try:
             await self.store.insert_conversation(conversation, creator)
-            # Just made: no message of it was ever numbered, so (persistence
-            # off) there is no seq counter in Redis to read before its first.
+            # Just made: no message of it was ever numbered, so there is no
+            # head to read before its first; one at 0 saves a list of it
+            # from looking for messages in the store.
             self.cache.put(conversation, counted=True)
+            self.heads.advance(outbox, conversation.id, 0, now)
         except DuplicateKeyError:
             existing = (await self.store.get_conversations([conversation.id]))[conversation.id]
             conversation = existing
@@ -81,10 +85,15 @@ class ConversationFlow:
         )
 
     async def list(self, request: Request, outbox: Outbox) -> None:
+        """The user's conversations, most recently active first, at most ``LIST_LIMIT``."""
         user_id = request.command.user_id
         conversations = await self.store.list_for_user(user_id)
+        heads = await self.heads.read(conversations)
+        conversations.sort(key=lambda c: heads[c.id].at, reverse=True)
+        conversations = conversations[:LIST_LIMIT]
         reads = await self.store.read_seqs(user_id, [c.id for c in conversations])
         for conversation in conversations:
+            conversation.last_seq = heads[conversation.id].seq
             conversation.unread_count = max(
                 conversation.last_seq - reads.get(conversation.id, 0), 0
             )

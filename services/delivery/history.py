@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.delivery import metrics
 from services.delivery.cache import ConversationCache
 from services.delivery.context import Request
+from services.delivery.heads import Heads
 from services.delivery.outbox import Outbox
 from services.delivery.recent import RecentCache
 from services.delivery.store import Store
@@ -22,9 +23,12 @@ SYNC_PAGE = 100
 
 
 class HistoryFlow:
-    def __init__(self, store: Store, cache: ConversationCache, recent: RecentCache) -> None:
+    def __init__(
+        self, store: Store, cache: ConversationCache, heads: Heads, recent: RecentCache
+    ) -> None:
         self.store = store
         self.cache = cache
+        self.heads = heads
         self.recent = recent
 
     async def fetch(self, request: Request, frame: FetchHistory, outbox: Outbox) -> None:
@@ -35,6 +39,7 @@ class HistoryFlow:
         if request.command.user_id not in conversation.members:
             request.error(outbox, NOT_A_MEMBER, "you are not a member of this conversation")
             return
+        await self.heads.count([conversation])  # the newest seq the cache must reach
         page = await self.recent.page(
             frame.conversation_id, frame.before_seq, frame.limit, conversation.last_seq
         )

@@ -24,12 +24,11 @@ from typing import Any
 from services.delivery import metrics
 from services.delivery.cache import CachedConversation, ConversationCache
 from services.delivery.context import Request
+from services.delivery.heads import Heads
 from services.delivery.offline import OfflineQueue
 from services.delivery.outbox import Outbox
 from services.delivery.recent import RecentCache
 from services.delivery.store import Store, message_to_doc
-from shared import keys
-from shared.command_conn import CommandConnection
 from shared.events import MessageSent, encode_event
 from shared.logging import get_logger
 from shared.protocol import (
@@ -41,8 +40,6 @@ from shared.protocol import (
     SendMessage,
     encode,
 )
-from shared.redis_client import RedisClient
-from shared.scripts import execute_raw, load_script
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -91,20 +88,17 @@ class SendFlow:
         self,
         store: Store,
         cache: ConversationCache,
+        heads: Heads,
         recent: RecentCache,
         offline: OfflineQueue,
         settings: Settings,
-        redis_client: RedisClient,
-        conn: CommandConnection | None = None,
     ) -> None:
-        self.redis = redis_client
-        self.conn = conn
         self.store = store
         self.cache = cache
+        self.heads = heads
         self.recent = recent
         self.offline = offline
         self.settings = settings
-        self._seq_advance = load_script(redis_client, "seq_advance")
 
     async def handle(self, requests: list[Request], outbox: Outbox) -> None:
         frames: list[tuple[Request, SendMessage]] = [
@@ -132,19 +126,23 @@ class SendFlow:
             seen[mid] = item
             pending.append(item)
 
+        await self.heads.count(item.conversation for item in pending)
         start = time.perf_counter()
         now = int(time.time() * 1000)
         if self.settings.persistence:
             await self._persist(pending)
             metrics.PERSIST_SECONDS.observe(time.perf_counter() - start)
-            fresh = [p for p in pending if not p.duplicate]
-            last_seqs: dict[str, int] = {}
-            for item in fresh:
+            # Duplicates too: the batch that stored them may have failed
+            # before its pipeline moved the head.
+            newest: dict[str, int] = {}
+            for item in pending:
                 assert item.message is not None
-                last_seqs[item.message.conversation_id] = item.message.seq
-            await self.store.advance_last_seq(last_seqs, now)
+                cid = item.message.conversation_id
+                newest[cid] = max(newest.get(cid, 0), item.message.seq)
+            for cid, seq in newest.items():
+                self.heads.advance(outbox, cid, seq, now)
         else:
-            await self._number_only(pending, outbox)
+            self._number_only(pending, outbox, now)
 
         for item in pending:
             assert item.message is not None
@@ -158,50 +156,41 @@ class SendFlow:
             assert original.message is not None
             self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
 
-    async def _number_only(self, pending: list[_Pending], outbox: Outbox) -> None:
+    def _number_only(self, pending: list[_Pending], outbox: Outbox, now: int) -> None:
         """Persistence off (benchmark mode): seqs counted in Redis, nothing stored.
 
         As with persistence on, the partition's owner numbers messages from
-        its cached counter, without a round trip: the Redis counter is read
-        when a conversation's entry is first used (taking a partition clears
-        the cache) and is moved up to the batch's last seq by the batch's own
-        fan-out pipeline (``seq_advance.lua``), so a later owner goes on from
-        there. With no store there is no unique index to arbitrate two owners
-        racing (a paused owner whose lease lapsed): the advance returns what
-        the counter held, and more than this owner expected means another
-        owner numbered messages meanwhile. That is counted and logged and the
-        counter read again, but the messages of that window may share seqs.
-        Until the advance is answered the counter is not trusted: a batch
-        whose pipeline failed is redone from the counter, so no seq is skipped.
-        Messages live only in pushes, offline queues and the recent cache;
-        `message_ack` no longer means durable. Never for production.
+        its cached counter, without a round trip: the conversation's head (see
+        heads.py) is read when its entry is first used (taking a partition
+        clears the cache) and is moved up to the batch's last seq by the
+        batch's own fan-out pipeline, so a later owner goes on from there.
+        With no store there is no unique index to arbitrate two owners racing
+        (a paused owner whose lease lapsed): the move returns what the head
+        held, and more than this owner expected means another owner numbered
+        messages meanwhile. That is counted and logged and the head read
+        again, but the messages of that window may share seqs. Until the
+        move is answered the counter is not trusted: a batch whose pipeline
+        failed is redone from the head, so no seq is skipped. Messages live
+        only in pushes, offline queues and the recent cache; `message_ack` no
+        longer means durable. Never for production.
         """
         entries = {item.conversation.conversation.id: item.conversation for item in pending}
-        unread = [entry for entry in entries.values() if not entry.counted]
-        if unread:
-            values = await execute_raw(
-                self.redis,
-                [("GET", keys.seq_counter_key(entry.conversation.id)) for entry in unread],
-                conn=self.conn,
-            )
-            for entry, value in zip(unread, values, strict=True):
-                entry.last_seq = int(value or 0)
-                entry.counted = True
         expected = {cid: entry.last_seq for cid, entry in entries.items()}
         for entry in entries.values():
-            # Trusted again once this batch's advance is answered as expected:
+            # Trusted again once this batch's move is answered as expected:
             # a batch whose pipeline failed or was lost unanswered is redone,
-            # and then numbers from the counter instead of past it.
+            # and then numbers from the head instead of past it.
             entry.counted = False
         for item in pending:
             entry = item.conversation
             entry.last_seq += 1
             item.message = self._message(item, entry.last_seq)
         for cid, entry in entries.items():
-            outbox.script(
-                self._seq_advance,
-                [keys.seq_counter_key(cid)],
-                [entry.last_seq],
+            self.heads.advance(
+                outbox,
+                cid,
+                entry.last_seq,
+                now,
                 functools.partial(_check_counter, entry, expected[cid]),
             )
 

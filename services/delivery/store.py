@@ -12,10 +12,10 @@ import asyncio
 import time
 from typing import Any
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.mongo import BULK_CHUNK, CONVERSATIONS, MESSAGES, READS, MongoDB, bulk_write_chunked
+from shared.mongo import BULK_CHUNK, CONVERSATIONS, MESSAGES, READS, MongoDB
 from shared.protocol import Conversation, Message
 
 Doc = dict[str, Any]
@@ -78,32 +78,15 @@ class Store:
             "participantIds": conversation.participant_ids,
             "createdAt": conversation.created_at,
             "createdBy": creator,
-            "lastSeq": 0,
-            "lastMessageAt": conversation.created_at,
         }
         if conversation.title is not None:
             doc["title"] = conversation.title
         await self.conversations.insert_one(doc)
 
-    async def list_for_user(self, user_id: str, limit: int = 500) -> list[Conversation]:
-        cursor = (
-            self.conversations.find({"participantIds": user_id})
-            .sort("lastMessageAt", DESCENDING)
-            .limit(limit)
-        )
+    async def list_for_user(self, user_id: str) -> list[Conversation]:
+        """Every conversation of the user (the caller orders them by their heads)."""
+        cursor = self.conversations.find({"participantIds": user_id})
         return [conversation_from_doc(doc) async for doc in cursor]
-
-    async def advance_last_seq(self, last_seqs: dict[str, int], at: int) -> None:
-        """Move each conversation's lastSeq forward (``$max``: never back)."""
-        if not last_seqs:
-            return
-        await bulk_write_chunked(
-            self.conversations,
-            [
-                UpdateOne({"_id": cid}, {"$max": {"lastSeq": seq, "lastMessageAt": at}})
-                for cid, seq in last_seqs.items()
-            ],
-        )
 
     # --- messages ----------------------------------------------------------------
 
@@ -131,10 +114,17 @@ class Store:
         return message_from_doc(doc) if doc else None
 
     async def max_seq(self, conversation_id: str) -> int:
+        newest = await self.newest(conversation_id)
+        return newest[0] if newest else 0
+
+    async def newest(self, conversation_id: str) -> tuple[int, int] | None:
+        """(seq, sentAt) of the conversation's newest stored message, None for none."""
         doc = await self.messages.find_one(
-            {"conversationId": conversation_id}, sort=[("seq", DESCENDING)], projection=["seq"]
+            {"conversationId": conversation_id},
+            sort=[("seq", DESCENDING)],
+            projection=["seq", "sentAt"],
         )
-        return int(doc["seq"]) if doc else 0
+        return (int(doc["seq"]), int(doc["sentAt"])) if doc else None
 
     async def history(
         self, conversation_id: str, before_seq: int | None, limit: int

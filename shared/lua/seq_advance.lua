@@ -1,11 +1,20 @@
--- Move a conversation's seq counter (persistence off) up to ARGV[1], never
--- down, and return the value it held before. The owner of the conversation
--- numbers messages in memory and sends this with the batch's fan-out; a value
--- above what it expected means another owner numbered messages meanwhile.
--- KEYS[1] = the counter, ARGV[1] = the batch's last seq.
-local before = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- Move a conversation's head (hash: seq, at) up to ARGV[1], never down, and
+-- return the seq it held before (0 for none). The partition's owner numbers
+-- messages in memory and sends this in the batch's fan-out pipeline; with
+-- persistence off the head is the seq counter, and a value above what the
+-- owner expected means another owner numbered messages meanwhile. A missing
+-- head is created even at seq 0 (a new conversation, or one rebuilt from the
+-- store), so readers can tell "no message yet" from "not known here".
+-- KEYS[1] = the head, ARGV[1] = seq, ARGV[2] = at (epoch ms),
+-- ARGV[3] = TTL in ms, refreshed on every call (0: none, the head is the truth).
+local held = redis.call('HGET', KEYS[1], 'seq')
+local before = tonumber(held or '0')
 local top = tonumber(ARGV[1])
-if top > before then
-  redis.call('SET', KEYS[1], top)
+if held == false or top > before then
+  redis.call('HSET', KEYS[1], 'seq', top, 'at', ARGV[2])
+end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return before

@@ -90,12 +90,12 @@ async def test_cluster_outbox_script_call_routes_by_key_and_is_loaded_on_its_nod
     settings = Settings.from_env({"CHAT_REDIS_CLUSTER_NODES": cluster.startup_nodes})
     client = create_redis(settings)
     try:
-        counters = [keys.seq_counter_key(uid("c")) for _ in range(6)]
+        counters = [keys.conversation_head_key(uid("c")) for _ in range(6)]
         first = await advance(client, settings, {k: 3 for k in counters}, held=False)
         assert first == {k: 0 for k in counters}
         again = await advance(client, settings, {k: 2 for k in counters}, held=False)
         assert again == {k: 3 for k in counters}
-        assert [await client.get(k) for k in counters] == [b"3"] * len(counters)
+        assert [await client.hget(k, "seq") for k in counters] == [b"3"] * len(counters)
     finally:
         await client.aclose()
 

@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys
-from tests.support.chat import create_conversation, send, uid, until
+from tests.support.chat import create_conversation, pair_on_own_stack, send, uid, until
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
 
@@ -61,24 +60,13 @@ def _conflicts(delivery: Service) -> float:
     raise AssertionError("no seq conflict counter")
 
 
-@contextlib.asynccontextmanager
-async def _pair_without_store(
+def _pair_without_store(
     stack: Stack, **overrides: str
-) -> AsyncIterator[tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]]:
+) -> contextlib.AbstractAsyncContextManager[
+    tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]
+]:
     """Persistence off: the services, two members of a new conversation, its id, and Redis."""
-    stack.overrides.update(CHAT_PERSISTENCE="0", **overrides)
-    services = stack.start_all()
-    a = await ChatClient.connect(services["gateway"].ws_url, uid("alice"))
-    bob = uid("bob")
-    b = await ChatClient.connect(services["gateway"].ws_url, bob)
-    store = redis.Redis.from_url(stack.redis_url)
-    try:
-        cid = (await create_conversation(a, bob))["id"]
-        yield services, a, b, cid, store
-    finally:
-        await store.aclose()
-        await a.close()
-        await b.close()
+    return pair_on_own_stack(stack, CHAT_PERSISTENCE="0", **overrides)
 
 
 async def test_persistence_off_seqs_go_on_after_delivery_is_killed(fresh_stack) -> None:
@@ -91,7 +79,7 @@ async def test_persistence_off_seqs_go_on_after_delivery_is_killed(fresh_stack) 
         store,
     ):
         assert await _seqs(a, b, cid, 3) == [1, 2, 3]
-        assert await store.get(keys.seq_counter_key(cid)) == b"3"
+        assert await store.hget(keys.conversation_head_key(cid), "seq") == b"3"
         services["delivery"].kill9()
         fresh_stack.restart(services["delivery"])
         acked = [
@@ -106,7 +94,7 @@ async def test_persistence_off_seqs_go_on_after_delivery_is_killed(fresh_stack) 
             (await b.expect("message", timeout=30))["message"]["seq"] for _ in range(acked[1] - 3)
         ]
         assert pushed == list(range(4, acked[1] + 1))
-        assert await store.get(keys.seq_counter_key(cid)) == str(acked[1]).encode()
+        assert await store.hget(keys.conversation_head_key(cid), "seq") == str(acked[1]).encode()
 
 
 async def test_persistence_off_counter_moved_by_another_owner_is_read_again(fresh_stack) -> None:
@@ -115,14 +103,14 @@ async def test_persistence_off_counter_moved_by_another_owner_is_read_again(fres
     async with _pair_without_store(fresh_stack) as (services, a, b, cid, store):
         assert await _seqs(a, b, cid, 1) == [1]
         assert _conflicts(services["delivery"]) == 0
-        await store.set(keys.seq_counter_key(cid), 10)  # another owner numbered 2..10
+        await store.hset(keys.conversation_head_key(cid), "seq", 10)  # another owner numbered 2..10
         # The owner does not know yet: its next message repeats a seq, and its
         # advance (never down) finds 10 where it expected 1.
         assert await _seqs(a, b, cid, 1) == [2]
-        assert await store.get(keys.seq_counter_key(cid)) == b"10"
+        assert await store.hget(keys.conversation_head_key(cid), "seq") == b"10"
         assert _conflicts(services["delivery"]) == 1
         assert await _seqs(a, b, cid, 2) == [11, 12]
-        assert await store.get(keys.seq_counter_key(cid)) == b"12"
+        assert await store.hget(keys.conversation_head_key(cid), "seq") == b"12"
 
 
 async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_the_counter(
@@ -132,8 +120,8 @@ async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_th
     seqs the counter says are next, not ones past those it gave out in memory."""
     async with _pair_without_store(fresh_stack) as (_services, a, b, cid, store):
         assert await _seqs(a, b, cid, 1) == [1]
-        counter = keys.seq_counter_key(cid)
-        await store.set(counter, "not a number")  # the batch's advance now fails
+        counter = keys.conversation_head_key(cid)
+        await store.set(counter, "not a number")  # the batch's advance now fails (WRONGTYPE)
         errors = await _errors(store)
         await a.send({**_frame(cid, "redone"), "requestId": "redone"})
         # Refused at least once (the batch stays pending and is redone), then let through.
@@ -141,7 +129,8 @@ async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_th
         while await _errors(store) == errors:
             assert asyncio.get_running_loop().time() < deadline, "the batch was never tried"
             await asyncio.sleep(0.05)
-        await store.set(counter, 1)
+        await store.delete(counter)
+        await store.hset(counter, "seq", 1)
 
         def acks() -> list[int]:
             return [
@@ -154,7 +143,7 @@ async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_th
         # message from the counter again: 2 once more, never 3.
         await until(lambda: len(acks()) == 2, 30)
         assert acks() == [2, 2]
-        assert await store.get(counter) == b"2"
+        assert await store.hget(counter, "seq") == b"2"
         pushed = lambda: [f["message"]["seq"] for f in b.frames if f.get("type") == "message"]  # noqa: E731
         await until(lambda: len(pushed()) == 2, 30)
         assert pushed() == [2, 2]

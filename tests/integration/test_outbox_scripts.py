@@ -1,7 +1,7 @@
 """A script call in a batch's fan-out pipeline, on a real Redis: its reply reaches
 its callback when the pipeline settles (an error reply too, before it is raised),
 and a script Redis lost is loaded again. ``seq_advance`` is the one in use: a
-conversation's seq counter with persistence off, moved up and never down."""
+conversation's head (its seq counter with persistence off), moved up and never down."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ async def advance(client: Any, settings: Settings, tops: dict[str, int], held: b
     replies: dict[str, Any] = {}
     outbox.publish(keys.user_channel("nobody"), b"x")
     for key, top in tops.items():
-        outbox.script(script, [key], [top], lambda reply, key=key: replies.__setitem__(key, reply))
+        outbox.script(
+            script, [key], [top, 1000, 0], lambda reply, key=key: replies.__setitem__(key, reply)
+        )
     try:
         await outbox.flush()
     finally:
@@ -40,21 +42,22 @@ async def test_counter_moves_up_never_down_and_tells_what_it_held(
     client, redis_server, held: bool
 ) -> None:
     settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
-    a, b = (keys.seq_counter_key(f"c-{uuid.uuid4().hex}") for _ in range(2))
+    a, b = (keys.conversation_head_key(f"c-{uuid.uuid4().hex}") for _ in range(2))
     assert await advance(client, settings, {a: 3, b: 1}, held) == {a: 0, b: 0}
     assert await advance(client, settings, {a: 5}, held) == {a: 3}
     assert await advance(client, settings, {a: 4}, held) == {a: 5}  # another owner was ahead
-    assert await client.mget(a, b) == [b"5", b"1"]
+    assert [await client.hget(k, "seq") for k in (a, b)] == [b"5", b"1"]
+    assert await client.ttl(a) == -1  # no TTL asked: the head is the truth
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["pool", "held"])
 async def test_lost_script_is_loaded_again(client, redis_server, held: bool) -> None:
     settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
-    key = keys.seq_counter_key(f"c-{uuid.uuid4().hex}")
+    key = keys.conversation_head_key(f"c-{uuid.uuid4().hex}")
     await advance(client, settings, {key: 1}, held)
     await client.script_flush()
     assert await advance(client, settings, {key: 2}, held) == {key: 1}
-    assert await client.get(key) == b"2"
+    assert await client.hget(key, "seq") == b"2"
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["pool", "held"])
@@ -62,12 +65,12 @@ async def test_error_reply_reaches_its_callback_then_is_raised(
     client, redis_server, held: bool
 ) -> None:
     settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
-    key = keys.seq_counter_key(f"c-{uuid.uuid4().hex}")
+    key = keys.conversation_head_key(f"c-{uuid.uuid4().hex}")
     await client.set(key, "not a number")
     seen: list[Any] = []
     conn = held_connection(client) if held else None
     outbox = Outbox(client, settings, conn)
-    outbox.script(load_script(client, "seq_advance"), [key], [1], seen.append)
+    outbox.script(load_script(client, "seq_advance"), [key], [1, 1000, 0], seen.append)
     try:
         with pytest.raises(ResponseError):
             await outbox.flush()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+
+import redis.asyncio as redis
 
 from shared.protocol import Message
 from tests.support.client import ChatClient
-from tests.support.stack import Stack
+from tests.support.stack import Service, Stack
 
 
 def uid(prefix: str) -> str:
@@ -116,3 +120,24 @@ async def chat_through(stack: Stack) -> None:
         for client in clients:
             await client.close()
         stack.stop()
+
+
+@contextlib.asynccontextmanager
+async def pair_on_own_stack(
+    stack: Stack, **overrides: str
+) -> AsyncIterator[tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]]:
+    """``stack`` started (with ``overrides``): its services, two members of a new
+    conversation, its id, and a client of its Redis; all closed at the end."""
+    stack.overrides.update(overrides)
+    services = stack.start_all()
+    a = await ChatClient.connect(services["gateway"].ws_url, uid("alice"))
+    bob = uid("bob")
+    b = await ChatClient.connect(services["gateway"].ws_url, bob)
+    store = redis.Redis.from_url(stack.redis_url)
+    try:
+        cid = (await create_conversation(a, bob))["id"]
+        yield services, a, b, cid, store
+    finally:
+        await store.aclose()
+        await a.close()
+        await b.close()
