@@ -150,7 +150,7 @@ class CommandConnection:
             future: asyncio.Future[list[Any]] = loop.create_future()
             self._waiting.append(_Waiting(len(commands), future, now + timeout))
             futures.append(future)
-        protocol.transport.write(
+        protocol.write(
             b"".join([encode_command(*command) for commands, _ in parts for command in commands])
         )
         if self._watchdog is None:

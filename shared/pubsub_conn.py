@@ -114,9 +114,29 @@ class ReplyReader(asyncio.Protocol):
         self._on_lost = on_lost
         self._reader = reader or hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` once this pass of the event loop is over, with whatever else is
+        written here in the same pass: one write, one wake-up of Redis.
+
+        Callers in one pass are independent tasks (a burst of reconnecting
+        clients, each with its admission check and SUBSCRIBE); one write each
+        cost a system call and a wake-up of Redis apiece. The order of writes
+        is kept, so replies still come back in the order they were asked.
+        """
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._write_unsent)
+        self._unsent.append(data)
+
+    def _write_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -174,6 +194,7 @@ class PubSubConnection:
         self._on_lost = on_lost or (lambda: None)
         self._on_moved = on_moved
         self._transport: asyncio.Transport | None = None
+        self._reader: ReplyReader | None = None  # the protocol of ``_transport``
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._unsubscribing: dict[bytes, int] = {}  # our own unsubscribes not yet answered
         self._closing = False
@@ -196,10 +217,11 @@ class PubSubConnection:
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         endpoint = self.endpoint
-        transport, _ = await endpoint.open(
+        transport, reader = await endpoint.open(
             lambda: ReplyReader(self.on_reply, self._protocol_error, self._reader_lost)
         )
         self._transport = transport
+        self._reader = reader
         self._last_pong = loop.time()
         head = b""
         if endpoint.password:
@@ -263,8 +285,8 @@ class PubSubConnection:
 
     def _write(self, data: bytes) -> None:
         if self.connected:
-            assert self._transport is not None
-            self._transport.write(data)
+            assert self._reader is not None
+            self._reader.write(data)
 
     # --- replies -------------------------------------------------------------------------
 

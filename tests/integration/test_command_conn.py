@@ -132,6 +132,48 @@ async def test_pipelines_of_many_tasks_are_answered_in_order(
     assert all(seen == list(range(1, 21)) for seen in results)
 
 
+class _CountingTransport:
+    """The connection's transport, counting the writes made to it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+
+async def test_pipelines_asked_for_in_one_pass_go_out_in_one_write(
+    client: redis.Redis, held: Held
+) -> None:
+    """Forty tasks each sending a pipeline in the same pass of the loop (a burst of
+    connects, each checking its admission): one write, every task its own replies."""
+    conn = held()
+    await conn.send([("PING",)], 5)  # connected
+    protocol = conn._protocol
+    assert protocol is not None and protocol.transport is not None
+    counting = _CountingTransport(protocol.transport)
+    protocol.transport = counting  # type: ignore[assignment]
+    prefix = uuid.uuid4().hex
+    replies = await asyncio.gather(
+        *(
+            conn.send([("INCRBY", f"{prefix}:{i}", i), ("GET", f"{prefix}:{i}")], 5)
+            for i in range(40)
+        )
+    )
+    assert replies == [[i, str(i).encode()] for i in range(40)]
+    assert len(counting.writes) == 1
+    await conn.send([("PING",)], 5)  # a later pass: a write of its own
+    assert len(counting.writes) == 2
+
+
 async def test_a_blocking_read_waits_past_the_timeout_by_its_block_time(
     client: redis.Redis, held: Held
 ) -> None:

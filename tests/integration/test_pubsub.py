@@ -63,6 +63,40 @@ async def test_subscribe_confirmed_then_every_publish_arrives_in_order(redis_ser
         await publisher.aclose()
 
 
+class _CountingTransport:
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
+async def test_subscribes_of_one_pass_go_out_in_one_write(redis_server) -> None:
+    """Thirty connections subscribing their users in the same pass of the loop (a
+    reconnect burst): one write to Redis, and every subscription confirmed."""
+    inbox = Inbox()
+    subscriber = await _subscriber(redis_server.url, inbox)
+    publisher = redis.Redis.from_url(redis_server.url)
+    reader = subscriber._conn._reader  # type: ignore[union-attr]
+    assert reader is not None and reader.transport is not None
+    counting = _CountingTransport(reader.transport)
+    reader.transport = counting  # type: ignore[assignment]
+    channels = [uid("user:") for _ in range(30)]
+    try:
+        await asyncio.gather(*(subscriber.subscribe(channel) for channel in channels))
+        assert counting.writes == 1
+        for channel in channels:
+            assert await publisher.publish(channel, b"x") == 1
+    finally:
+        await subscriber.stop()
+        await publisher.aclose()
+
+
 async def _until_receivers(client: redis.Redis, channel: str, count: int) -> None:
     for _ in range(100):
         result = await client.pubsub_numsub(channel)
