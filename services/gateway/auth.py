@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 import jwt
 from aiohttp import web
+from jwt.algorithms import HMACAlgorithm
 
 from shared.settings import Settings, public_key
 
@@ -33,6 +34,38 @@ class Identity:
     expires_at: float
 
 
+class CheckedOnceHMAC(HMACAlgorithm):
+    """HS256 whose key is checked once, not on every token.
+
+    PyJWT's HMAC ``prepare_key`` refuses a key that looks asymmetric (PEM,
+    SSH, a DER certificate, JWK JSON) on every call: about half of the 100 µs
+    a token took to verify here, for a key that never changes. The checks
+    still run, with the same errors, the first time a key is seen; only keys
+    that passed are remembered, and only a few (there is one in practice).
+    """
+
+    MAX_KEYS = 4
+
+    def __init__(self) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._prepared: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)
+            if len(self._prepared) < self.MAX_KEYS:
+                self._prepared[key] = prepared
+        return prepared
+
+
+def use_checked_once_hmac() -> None:
+    """Make PyJWT (its process-wide registry: ``jwt.decode``) use ``CheckedOnceHMAC``."""
+    if not isinstance(jwt.get_algorithm_by_name("HS256"), CheckedOnceHMAC):
+        jwt.unregister_algorithm("HS256")
+        jwt.register_algorithm("HS256", CheckedOnceHMAC())
+
+
 class TokenVerifier:
     """Verifies tokens with one pinned algorithm and its key (or a JWKS by kid)."""
 
@@ -44,6 +77,7 @@ class TokenVerifier:
         self.key: Any = None
         if self.algorithm == "HS256":
             self.key = settings.jwt_secret
+            use_checked_once_hmac()
         elif settings.jwt_jwks_file:
             keyset = jwt.PyJWKSet.from_json(Path(settings.jwt_jwks_file).read_text())
             self.jwks = {k.key_id: k.key for k in keyset.keys if k.key_id}
