@@ -100,6 +100,31 @@ async def test_cluster_outbox_script_call_routes_by_key_and_is_loaded_on_its_nod
         await client.aclose()
 
 
+async def test_cluster_heads_are_read_by_key_and_rebuilt(cluster: RedisCluster, connect) -> None:
+    """list_conversations reads each conversation's head on its own node, and one the
+    cluster lost is rebuilt from the store and written back there."""
+    alice, bob = uid("alice"), uid("bob")
+    a = await connect(alice)
+    cids = [(await create_conversation(a, bob))["id"] for _ in range(4)]
+    for n, cid in enumerate(cids):
+        for i in range(n + 1):
+            await send_until_acked(a, cid, f"{cid}-{i}")  # clientMessageIds are unique
+    settings = Settings.from_env({"CHAT_REDIS_CLUSTER_NODES": cluster.startup_nodes})
+    client = create_redis(settings)
+    try:
+
+        async def listed() -> dict[str, int]:
+            reply = await a.request({"type": "list_conversations"}, "conversations")
+            return {c["id"]: c["lastSeq"] for c in reply["conversations"]}
+
+        assert await listed() == {cid: n + 1 for n, cid in enumerate(cids)}
+        await client.delete(keys.conversation_head_key(cids[2]))
+        assert await listed() == {cid: n + 1 for n, cid in enumerate(cids)}
+        assert await client.hget(keys.conversation_head_key(cids[2]), "seq") == b"3"
+    finally:
+        await client.aclose()
+
+
 async def test_master_kill9_failover_loses_no_acked_message(workdir: Path, ferretdb, mongo) -> None:
     redis_cluster = RedisCluster(workdir / uid("failover"))
     redis_cluster.start()
