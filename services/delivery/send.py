@@ -3,9 +3,10 @@
 For a batch of send_message commands of one partition:
 1. look up each conversation (cached) and refuse non-members;
 2. give each message the next seq of its conversation and insert the batch
-   in order, with a message id derived from (sender, clientMessageId) or, with
-   no clientMessageId, from the stream entry, so a redelivered entry or a
-   retried send collides with the stored message instead of duplicating it;
+   in order, with a message id derived from (sender, conversation,
+   clientMessageId) or, with no clientMessageId, from the stream entry, so a
+   redelivered entry or a retried send collides with the stored message
+   instead of duplicating it;
 3. on a collision, keep what went in, resolve the colliding message (a
    duplicate, or a stale seq counter that is reloaded) and continue;
 4. then ack the sender, push to every member's devices, keep the message
@@ -48,9 +49,16 @@ DUPLICATE_KEY = 11000
 
 
 def message_id(request: Request, frame: SendMessage) -> str:
-    """Deterministic id: the same send (or the same stream entry) gives the same id."""
+    """Deterministic id: the same send (or the same stream entry) gives the same id.
+
+    A clientMessageId is the sender's key within one conversation: a retry is
+    always to the same conversation, and a client that numbers its messages
+    per conversation must not have its second conversation's message taken
+    for a repeat of the first's (and the first's pushed to the second's
+    members, as happened when the conversation was not part of the key).
+    """
     if frame.client_message_id is not None:
-        basis = f"c\0{request.command.user_id}\0{frame.client_message_id}"
+        basis = f"c\0{request.command.user_id}\0{frame.conversation_id}\0{frame.client_message_id}"
     else:
         basis = f"e\0{request.stream}\0{request.entry_id.decode()}"
     return hashlib.blake2b(basis.encode(), digest_size=12).hexdigest()

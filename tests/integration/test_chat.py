@@ -97,6 +97,28 @@ async def test_repeated_client_message_id_gives_the_same_message(connect, mongo,
     assert first["message"]["id"] in pushed
 
 
+async def test_client_message_id_reused_in_another_conversation_is_a_new_message(
+    connect,
+) -> None:
+    """The idempotency key is the sender's per conversation: a client that numbers its
+    messages per conversation gets a new message in each, and no member of one
+    conversation is ever sent a message of another."""
+    alice, bob, carol = uid("alice"), uid("bob"), uid("carol")
+    a, c = await connect(alice), await connect(carol)
+    with_bob = (await create_conversation(a, bob))["id"]
+    with_carol = (await create_conversation(a, carol))["id"]
+    await c.expect("conversation")
+    to_bob = await send(a, with_bob, "for bob only", clientMessageId="1")
+    to_carol = await send(a, with_carol, "for carol", clientMessageId="1")
+    assert to_carol["message"]["conversationId"] == with_carol
+    assert to_carol["message"]["content"] == "for carol"
+    assert to_carol["message"]["id"] != to_bob["message"]["id"]
+    pushed = await c.expect("message")
+    assert pushed["message"]["content"] == "for carol"
+    retried = await send(a, with_carol, "for carol", clientMessageId="1")
+    assert retried["message"] == to_carol["message"]  # still idempotent per conversation
+
+
 async def test_list_conversations_reports_last_seq_and_unread(connect) -> None:
     alice, bob = uid("alice"), uid("bob")
     a = await connect(alice)
