@@ -11,8 +11,10 @@ document on every batch costs a second write before the ack, and on
 FerretDB's SQLite backend an update by `_id` scans the whole collection: it
 was about three quarters of the CPU of a stored message. The owner moves the
 head in the batch's own fan-out pipeline, after the insert and before the
-pushes (`seq_advance.lua`, up only), so a member who got a push and then
-lists the conversation sees at least its seq.
+pushes (`seq_advance.lua`, up only), so on standalone Redis, where the
+pipeline runs in order on one connection, a member who got a push and then
+lists the conversation sees at least its seq (on a cluster the head and the
+push are on different nodes, and the list may lag the push by that pipeline).
 
 A head Redis no longer has (expired after `HEAD_TTL_MS` of silence, or Redis
 lost its data) is rebuilt from the newest stored message and written back,
