@@ -21,8 +21,9 @@ class CachedConversation:
     conversation: Conversation
     members: frozenset[str]
     last_seq: int
-    # Persistence off: last_seq was read from the conversation's Redis counter
-    # (it is not in the store then); False until the owner has read it.
+    # last_seq was set from the conversation's head in Redis (heads.py) since
+    # this entry was made; False until the owner has read it (the store's own
+    # lastSeq is only the value at creation).
     counted: bool = False
 
 

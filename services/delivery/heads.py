@@ -123,20 +123,13 @@ class Heads:
     ) -> None:
         """Move the head up to ``seq`` in ``outbox``'s pipeline; ``on_reply`` gets the
         seq it held before."""
-        outbox.script(
-            self.script,
-            [keys.conversation_head_key(conversation_id)],
-            [seq, at, self.ttl_ms],
-            on_reply,
-        )
+        outbox.script(self.script, *self._call(conversation_id, Head(seq, at)), on_reply)
 
     def _words(self, conversation_id: str, head: Head) -> tuple[Any, ...]:
-        return (
-            "EVALSHA",
-            self.script.sha,
-            1,
-            keys.conversation_head_key(conversation_id),
-            head.seq,
-            head.at,
-            self.ttl_ms,
-        )
+        """The same move as words, for a pipeline of its own (a rebuilt head)."""
+        keys_, args = self._call(conversation_id, head)
+        return ("EVALSHA", self.script.sha, len(keys_), *keys_, *args)
+
+    def _call(self, conversation_id: str, head: Head) -> tuple[list[str], list[int]]:
+        """``seq_advance.lua``'s KEYS and ARGV for moving a head up to ``head``."""
+        return [keys.conversation_head_key(conversation_id)], [head.seq, head.at, self.ttl_ms]

@@ -36,8 +36,10 @@ def test_a_key_is_checked_once_and_a_bad_one_every_time(monkeypatch) -> None:
 
 def test_verifier_uses_it_and_still_refuses_what_pyjwt_refuses() -> None:
     verifier = TokenVerifier(Settings.from_env({"CHAT_JWT_SECRET": SECRET}))
-    assert isinstance(jwt.get_algorithm_by_name("HS256"), CheckedOnceHMAC)
-    TokenVerifier(Settings.from_env({"CHAT_JWT_SECRET": SECRET}))  # registered once
+    registered = jwt.get_algorithm_by_name("HS256")
+    assert isinstance(registered, CheckedOnceHMAC)
+    TokenVerifier(Settings.from_env({"CHAT_JWT_SECRET": SECRET}))
+    assert jwt.get_algorithm_by_name("HS256") is registered  # registered once, keys kept
     now = int(time.time())
     token = jwt.encode({"sub": "alice", "exp": now + 60}, SECRET, algorithm="HS256")
     assert verifier.verify(token).user_id == "alice"
