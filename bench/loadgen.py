@@ -70,6 +70,13 @@ class Worker:
 
     # --- commands ------------------------------------------------------------------
 
+    async def op_ready(self) -> dict[str, Any]:
+        """Answered once the client modules are imported (not in the first step's time)."""
+        import bench.clients  # noqa: F401
+        import shared.tokens  # noqa: F401
+
+        return {}
+
     async def op_connect(
         self,
         protocol: str,
@@ -236,15 +243,21 @@ class Pool:
         self.pipes: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
         cpu_list = sorted(cpus) if cpus else None
-        for index in range(workers):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=worker_main, args=(child, index, cpu_list), name=f"loadgen-{index}"
-            )
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
+        # A spawned worker imports the coordinator's main module before its
+        # target runs (and pins it): started on the load generator's CPUs, that
+        # start-up cannot land on the servers' cores during the first step.
+        with procstat.spawning_on(cpus):
+            for index in range(workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=worker_main, args=(child, index, cpu_list), name=f"loadgen-{index}"
+                )
+                proc.start()
+                child.close()
+                self.pipes.append(parent)
+                self.procs.append(proc)
+        # Ready before the first measured step: imports done, nothing left to start.
+        self.call([{"op": "ready"}] * workers, timeout=120)
 
     @property
     def size(self) -> int:

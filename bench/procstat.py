@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,6 +95,20 @@ def cpu_delta(before: Snapshot, after: Snapshot) -> dict[str, float]:
             used = cpu - before.cpu.get(name, 0.0)
         out[name] = round(used, 3)
     return out
+
+
+@contextlib.contextmanager
+def spawning_on(cpus: set[int] | None) -> Iterator[None]:
+    """Children started inside inherit ``cpus`` as their CPU affinity."""
+    if not cpus:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def pin(pid: int, cpus: set[int] | None) -> None:

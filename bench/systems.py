@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,20 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
 CENTRIFUGO_VERSION = "6.9.1"
 PRESENCE_ENV = {"CHAT_BATCH_SIZE": "99"}
-
-
-@contextlib.contextmanager
-def spawning_on(cpus: set[int] | None) -> Iterator[None]:
-    """Children started inside inherit ``cpus`` as their CPU affinity."""
-    if not cpus:
-        yield
-        return
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
 
 
 def _http_ok(url: str) -> bool:
@@ -87,7 +72,7 @@ class System:
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        with spawning_on(self.cpus):
+        with procstat.spawning_on(self.cpus):
             self.redis = RedisServer(self.workdir / "redis")
             self.redis.start()
             self._start()
