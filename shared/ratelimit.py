@@ -19,8 +19,9 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.redis_client import RedisClient
-from shared.scripts import load_script, load_script_with
+from shared.scripts import execute_raw, load_script, load_script_with
 from shared.settings import Settings, SettingsError
 
 DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
@@ -79,6 +80,7 @@ ALLOW = Decision(True)
 class RateLimiter:
     def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
         self.table = parse_limits(settings.rate_limits)
+        self._client = redis_client
         self._script = load_script(redis_client, "rate_limit")
         # The check and a stream append in one call (standalone Redis only).
         self.append_script = load_script_with(redis_client, "limited_append", "check", "rate_limit")
@@ -89,6 +91,11 @@ class RateLimiter:
     def call_args(self, key: str, limit: Limit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of one check, for callers that pipeline many."""
         return [key], [limit.interval_us, limit.count]
+
+    def check_words(self, key: str, limit: Limit) -> tuple[Any, ...]:
+        """One check as its words, for a pipeline of words (``decision_from_reply``)."""
+        keys_, args = self.call_args(key, limit)
+        return ("EVALSHA", self._script.sha, len(keys_), *keys_, *args)
 
     def append_words(
         self, key: str, limit: Limit, stream: str, maxlen: int, body: bytes
@@ -104,18 +111,26 @@ class RateLimiter:
     def script(self) -> AsyncScript:
         return self._script
 
-    async def check_user(self, user_id: str, action: str) -> Decision:
-        return await self._check(keys.rate_limit_key(user_id, action), action)
+    async def check_user(
+        self, user_id: str, action: str, conn: CommandConnection | None = None
+    ) -> Decision:
+        return await self._check(keys.rate_limit_key(user_id, action), action, conn)
 
-    async def check_ip(self, ip: str, action: str) -> Decision:
-        return await self._check(keys.rate_limit_ip_key(ip, action), action)
+    async def check_ip(
+        self, ip: str, action: str, conn: CommandConnection | None = None
+    ) -> Decision:
+        return await self._check(keys.rate_limit_ip_key(ip, action), action, conn)
 
-    async def _check(self, key: str, action: str) -> Decision:
+    async def _check(self, key: str, action: str, conn: CommandConnection | None) -> Decision:
+        """One check; on ``conn`` (a held connection, standalone Redis) rather than a
+        round trip through the client's pool and redis-py's script object."""
         limit = self.limit_for(action)
         if limit is None:
             return ALLOW
-        allowed, retry_ms = await self._script(keys=[key], args=[limit.interval_us, limit.count])
-        return ALLOW if int(allowed) else Decision(False, int(retry_ms))
+        (reply,) = await execute_raw(
+            self._client, [self.check_words(key, limit)], [self._script], conn
+        )
+        return decision_from_reply(reply)
 
 
 def decision_from_reply(reply: list[int]) -> Decision:

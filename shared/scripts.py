@@ -88,23 +88,6 @@ async def run_calls(
     return await execute(client, script_ops(calls), _scripts(calls), conn)
 
 
-async def run_with(
-    client: RedisClient,
-    ops: Sequence[Op],
-    calls: Sequence[tuple[AsyncScript, list[str], list[Any]]],
-    conn: CommandConnection | None = None,
-) -> list[Any]:
-    """``ops``, then the script ``calls``: their replies in that order, the first error raised.
-
-    One pipeline on standalone Redis. A cluster refuses scripts in a
-    pipeline, so there the ops go as a cluster pipeline alongside the calls.
-    """
-    if isinstance(client, RedisCluster):
-        plain, scripted = await asyncio.gather(execute(client, ops), run_calls(client, calls))
-        return [*plain, *scripted]
-    return await execute(client, [*ops, *script_ops(calls)], _scripts(calls), conn)
-
-
 def script_ops(calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> list[Op]:
     """Script calls as EVALSHA pipeline ops (for ``execute``, on standalone Redis)."""
     return [

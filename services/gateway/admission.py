@@ -15,6 +15,7 @@ it answers 503 rather than letting anyone in unchecked.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +25,7 @@ from services.gateway.auth import AuthError, Identity, token_from_request, unaut
 from shared import keys
 from shared.ratelimit import decision_from_reply
 from shared.redis_client import REDIS_ERRORS
-from shared.scripts import Op, run_with
+from shared.scripts import execute_raw
 from shared.web import REDIS, SETTINGS
 
 
@@ -58,7 +59,7 @@ async def admit(request: web.Request) -> Identity | web.Response:
     settings = app[SETTINGS]
     limiter = app[LIMITER]
     try:
-        decision = await limiter.check_ip(client_ip(request), "connection:ip")
+        decision = await limiter.check_ip(client_ip(request), "connection:ip", app[RELAY].conn)
     except REDIS_ERRORS:
         return unavailable()
     if not decision.allowed:
@@ -74,20 +75,21 @@ async def admit(request: web.Request) -> Identity | web.Response:
         metrics.AUTH_FAILURES.labels(reason=exc.error).inc()
         return unauthorized(exc)
 
-    redis_client = app[REDIS]
-    ops: list[Op] = [
-        ("exists", (keys.revoked_token_key(identity.jti or ""),), {}),
-        ("hlen", (keys.user_connections_key(identity.user_id),), {}),
+    commands: list[tuple[Any, ...]] = [
+        ("EXISTS", keys.revoked_token_key(identity.jti or "")),
+        ("HLEN", keys.user_connections_key(identity.user_id)),
     ]
     limit = limiter.limit_for("connection:create")
-    calls = []
+    scripts = []
     if limit is not None:
         key = keys.rate_limit_key(identity.user_id, "connection:create")
-        calls.append((limiter.script, *limiter.call_args(key, limit)))
+        commands.append(limiter.check_words(key, limit))
+        scripts.append(limiter.script)
     try:
         # Standalone: one pipeline on the relay's held connection (pipelines
-        # of several tasks are answered in order), not a pool round trip.
-        replies = await run_with(redis_client, ops, calls, app[RELAY].conn)
+        # of several tasks are answered in order), as words: no redis-py
+        # pipeline object per connect.
+        replies = await execute_raw(app[REDIS], commands, scripts, app[RELAY].conn)
     except REDIS_ERRORS:
         return unavailable()
     if identity.jti and replies[0]:

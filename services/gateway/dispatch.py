@@ -132,7 +132,7 @@ async def _presence(
     started: float,
 ) -> None:
     try:
-        decision = await app[LIMITER].check_user(conn.user_id, "presence:update")
+        decision = await app[LIMITER].check_user(conn.user_id, "presence:update", app[RELAY].conn)
     except REDIS_ERRORS:
         send_error(conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id)
         return

@@ -12,9 +12,11 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
+import redis.asyncio as redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from shared import keys
 from shared.revoke import revoke
 from shared.settings import Settings
 from tests.support.chat import create_conversation, uid
@@ -250,3 +252,56 @@ async def test_connection_flood_from_one_ip_is_held_off(fresh_stack) -> None:
     assert latencies[-1] < 2.0, latencies[-3:]
     assert (await steady.request({"type": "ping"}, "pong"))["type"] == "pong"
     await steady.close()
+
+
+async def _upgrade_attempt(url: str, user: str) -> tuple[int, dict[str, object], str]:
+    """A GET without upgrade headers: 429 (with its body) if admission refuses,
+    400 from the WebSocket handshake if admission lets it through."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": f"Bearer {token_for(user)}"}) as r,
+    ):
+        body = await r.json() if r.status == 429 else {}
+        return r.status, body, r.headers.get("Retry-After", "")
+
+
+async def test_per_user_connection_cap_and_rate_are_checked_at_the_upgrade(fresh_stack) -> None:
+    services = fresh_stack.start_all(
+        CHAT_RATE_LIMITS="connection:create=4/60", CHAT_MAX_CONNECTIONS_PER_USER="2"
+    )
+    gateway = services["gateway"]
+    url = gateway.ws_url.replace("ws://", "http://")
+
+    # The per-user rate: four attempts pass admission, the fifth is held off.
+    eager = uid("eager")
+    for _ in range(4):
+        status, _, _ = await _upgrade_attempt(url, eager)
+        assert status == 400
+    status, body, retry_after = await _upgrade_attempt(url, eager)
+    assert status == 429 and body["error"] == "rate_limited", body
+    assert body["message"] == "too many connection attempts for this user"
+    assert retry_after.isdigit() and int(retry_after) >= 1
+
+    # The cap counts live sockets across gateways, as presence records them
+    # from the connection events (waited for here, so no attempt is spent).
+    busy = uid("busy")
+    live = keys.user_connections_key(busy)
+    client = redis.Redis.from_url(fresh_stack.redis_url)
+
+    async def counted(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while await client.hlen(live) != n:
+            assert time.monotonic() < deadline, await client.hlen(live)
+            await asyncio.sleep(0.02)
+
+    first = await ChatClient.connect(gateway.ws_url, busy)
+    second = await ChatClient.connect(gateway.ws_url, busy)
+    await counted(2)
+    status, body, _ = await _upgrade_attempt(url, busy)
+    assert status == 429 and body["message"] == "at most 2 connections per user", body
+    await first.close()
+    await counted(1)
+    status, body, _ = await _upgrade_attempt(url, busy)
+    assert status == 400, body  # one socket left: admitted again
+    await second.close()
+    await client.aclose()
