@@ -212,12 +212,17 @@ def read_reply(reply: Any) -> list[tuple[bytes, RawEntries]]:
         return []
     pairs = reply.items() if isinstance(reply, dict) else reply
     return [
-        (name, [(entry_id, _fields(flat)) for entry_id, flat in entries]) for name, entries in pairs
+        (name, [(entry_id, entry_fields(flat)) for entry_id, flat in entries])
+        for name, entries in pairs
     ]
 
 
-def _fields(flat: list[bytes] | None) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+def entry_fields(fields: list[bytes] | dict[bytes, bytes] | None) -> dict[bytes, bytes]:
+    """A stream entry's fields as Redis sent them ([field, value, ...]) or as
+    redis-py's reply callback shaped them (a dict): a dict either way."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
 
 
 def stream_entries(raw: RawEntries) -> list[Entry]:

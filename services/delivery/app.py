@@ -82,7 +82,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         keys.connection_event_stream(),
         keys.DELIVERY_GROUP,
         settings.instance_id,
-        ConnectFlow(redis_client, settings, offline).handle,
+        ConnectFlow(redis_client, settings, offline, conn).handle,
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,

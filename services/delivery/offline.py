@@ -22,8 +22,9 @@ from services.delivery.outbox import Outbox
 from shared import keys
 from shared.protocol import Message, QueuedMessages, SyncRequired, encode
 from shared.redis_client import RedisClient, text
-from shared.scripts import load_script, run_many
+from shared.scripts import execute_raw, load_script, run_many
 from shared.settings import Settings
+from shared.streams import entry_fields
 
 _message_decoder = msgspec.json.Decoder(Message)
 _message_encoder = msgspec.json.Encoder()
@@ -105,13 +106,18 @@ class OfflineQueue:
             return []
         first = after == "-"
         start = "-" if first else f"({after}"
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for user_id, _, _ in devices:
-            pipe.xrange(keys.offline_queue_key(user_id), min=start, max="+", count=self.batch + 1)
+            queue = keys.offline_queue_key(user_id)
+            commands.append(("XRANGE", queue, start, "+", "COUNT", self.batch + 1))
             if first:
-                pipe.smembers(keys.offline_overflow_key(user_id))
-                pipe.delete(keys.offline_overflow_key(user_id))
-        replies = iter(await pipe.execute())
+                overflow_key = keys.offline_overflow_key(user_id)
+                commands.append(("SMEMBERS", overflow_key))
+                commands.append(("DEL", overflow_key))
+        # As words on the outbox's held connection (standalone Redis): a burst
+        # of connects reads hundreds of queues, and redis-py's pipeline pays a
+        # timeout scope per reply.
+        replies = iter(await execute_raw(self.redis, commands, (), outbox.conn))
         sizes = []
         for _, gateway_id, connection_id in devices:
             entries = next(replies)
@@ -136,7 +142,7 @@ class OfflineQueue:
             return 0
         more = len(entries) > self.batch
         entries = entries[: self.batch]
-        messages = [_message_decoder.decode(fields[b"d"]) for _, fields in entries]
+        messages = [_message_decoder.decode(entry_fields(fields)[b"d"]) for _, fields in entries]
         cursor = entries[-1][0].decode()
         frame = QueuedMessages(messages=messages, cursor=cursor, more=more)
         outbox.reply(gateway_id, connection_id, encode(frame))

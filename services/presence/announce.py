@@ -31,10 +31,12 @@ from pymongo.errors import BulkWriteError
 from services.presence import metrics
 from services.presence.state import Transition
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.mongo import BULK_CHUNK, USERS, MongoDB, bulk_write_chunked
 from shared.protocol import PresenceUpdate, encode
 from shared.redis_client import RedisClient, publish_command
+from shared.scripts import execute_raw
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -45,8 +47,15 @@ DUPLICATE_KEY = 11000
 
 
 class Announcer:
-    def __init__(self, redis_client: RedisClient, db: MongoDB, settings: Settings) -> None:
+    def __init__(
+        self,
+        redis_client: RedisClient,
+        db: MongoDB,
+        settings: Settings,
+        conn: CommandConnection | None = None,
+    ) -> None:
         self.redis = redis_client
+        self.conn = conn  # standalone Redis: the publishes go out on this held connection
         self.users = db[USERS]
         self._publish = publish_command(settings)
         # user -> latest transition not yet written to MongoDB
@@ -72,7 +81,7 @@ class Announcer:
     async def announce(self, transitions: Sequence[Transition]) -> None:
         if not transitions:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        publishes: list[tuple[Any, ...]] = []
         for t in transitions:
             status: Literal["online", "offline"] = "online" if t.online else "offline"
             metrics.TRANSITIONS.labels(status=status).inc()
@@ -82,8 +91,8 @@ class Announcer:
                 timestamp=t.at,
                 last_seen=None if t.online else t.at,
             )
-            pipe.execute_command(self._publish, keys.presence_channel(t.user_id), encode(frame))
-        await pipe.execute()
+            publishes.append((self._publish, keys.presence_channel(t.user_id), encode(frame)))
+        await execute_raw(self.redis, publishes, (), self.conn)
         for t in transitions:
             previous = self._pending.get(t.user_id)
             if previous is None or previous.at <= t.at:

@@ -13,6 +13,7 @@ from services.presence.events import ConnectionEvents
 from services.presence.state import PresenceState
 from services.presence.sweep import GatewaySweeper
 from shared import keys
+from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.mongo import create_mongo, database, mongo_ping
 from shared.redis_client import create_redis, wait_for_redis
@@ -42,8 +43,10 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     await wait_for_redis(redis_client)
     mongo = create_mongo(settings)
     app[READY_CHECKS].append(lambda: mongo_ping(mongo))
-    state = PresenceState(redis_client)
-    announcer = Announcer(redis_client, database(mongo, settings), settings)
+    # The event batches' scripts, writes and publishes go out on one held connection.
+    conn = held_connection(redis_client)
+    state = PresenceState(redis_client, conn)
+    announcer = Announcer(redis_client, database(mongo, settings), settings, conn)
     announcer.start()
     consumer = GroupConsumer(
         redis_client,
@@ -70,4 +73,6 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await announcer.stop()
+    if conn is not None:
+        conn.close()
     await mongo.close()

@@ -11,6 +11,7 @@ from shared import keys
 from shared.events import ConnOpened, decode_conn_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
+from shared.scripts import execute_raw
 from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
@@ -23,6 +24,7 @@ class ConnectionEvents:
         self.redis = redis_client
         self.state = state
         self.announcer = announcer
+        self.conn = state.conn
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         stream = keys.connection_event_stream()
@@ -62,5 +64,7 @@ class ConnectionEvents:
         if not gateway_ids:
             return set()
         ordered = sorted(gateway_ids)
-        scores = await self.redis.zmscore(keys.gateways_key(), ordered)
+        (scores,) = await execute_raw(
+            self.redis, [("ZMSCORE", keys.gateways_key(), *ordered)], (), self.conn
+        )
         return {g for g, s in zip(ordered, scores, strict=True) if s is not None}

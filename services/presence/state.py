@@ -15,8 +15,9 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.redis_client import RedisClient
-from shared.scripts import load_script, run_calls
+from shared.scripts import execute_raw, load_script, run_calls
 
 TOMBSTONE_TTL_MS = 10 * 60 * 1000
 LAST_SEEN_TTL_MS = 30 * 24 * 3600 * 1000
@@ -46,8 +47,12 @@ class Change:
 
 
 class PresenceState:
-    def __init__(self, redis_client: RedisClient) -> None:
+    def __init__(self, redis_client: RedisClient, conn: CommandConnection | None = None) -> None:
         self.redis = redis_client
+        # Standalone Redis: the scripts and registry writes go out on this held
+        # connection (a burst of connects is hundreds of changes per batch, and
+        # redis-py's pipeline pays a timeout scope per reply).
+        self.conn = conn
         self._open = load_script(redis_client, "presence_open")
         self._close = load_script(redis_client, "presence_close")
 
@@ -65,28 +70,25 @@ class PresenceState:
         results: list[bool] = [False] * len(changes)
         for round_ in _rounds(changes):
             calls = [self._call(changes[i]) for i in round_]
-            replies = [int(r) for r in await run_calls(self.redis, calls)]
-            pipe = self.redis.pipeline(transaction=False)
-            writes = 0
+            replies = [int(r) for r in await run_calls(self.redis, calls, self.conn)]
+            writes: list[tuple[Any, ...]] = []
             for i, reply in zip(round_, replies, strict=True):
                 change = changes[i]
                 registry = keys.gateway_connections_key(change.gateway_id)
                 if change.opened:
                     if reply == -1:  # closed before it was recorded: nothing to add
                         continue
-                    pipe.hset(registry, change.connection_id, change.user_id)
+                    writes.append(("HSET", registry, change.connection_id, change.user_id))
                     # Unconditional, so a crash between the script and here
                     # heals on redelivery.
-                    pipe.sadd(keys.online_users_key(), change.user_id)
-                    writes += 1
+                    writes.append(("SADD", keys.online_users_key(), change.user_id))
                 else:
-                    pipe.hdel(registry, change.connection_id)
-                    writes += 1
+                    writes.append(("HDEL", registry, change.connection_id))
                     if reply in (1, 2):
-                        pipe.srem(keys.online_users_key(), change.user_id)
+                        writes.append(("SREM", keys.online_users_key(), change.user_id))
                 results[i] = reply == 1
             if writes:
-                await pipe.execute()
+                await execute_raw(self.redis, writes, (), self.conn)
         return results
 
     def _call(self, change: Change) -> tuple[AsyncScript, list[str], list[Any]]:
