@@ -88,7 +88,7 @@ class Effects:
             for (tag, user_id), receivers in results
             if tag[0] == "offline" and receivers == 0
         ]
-        await self.offline.enqueue(offline)
+        await self.offline.enqueue(offline, self.outbox.conn)
 
 
 class CommandRouter:
@@ -177,7 +177,7 @@ class CommandRouter:
             request.error(outbox, INVALID_MESSAGE, "upTo must be a cursor from queued_messages")
             return
         command = request.command
-        floor, behind = await self.offline.ack(command.user_id, frame.up_to)
+        floor, behind = await self.offline.ack(command.user_id, frame.up_to, outbox.conn)
         if behind:
             # Another device acknowledged entries this one never got: it must
             # close the gap with sync (an empty list means every conversation).

@@ -41,7 +41,7 @@ class HistoryFlow:
             return
         await self.heads.count([conversation])  # the newest seq the cache must reach
         page = await self.recent.page(
-            frame.conversation_id, frame.before_seq, frame.limit, conversation.last_seq
+            frame.conversation_id, frame.before_seq, frame.limit, conversation.last_seq, outbox.conn
         )
         if page is None:
             metrics.HISTORY_CACHE.labels(source="mongodb").inc()

@@ -20,6 +20,7 @@ import msgspec
 from services.delivery import metrics
 from services.delivery.outbox import Outbox
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.protocol import Message, QueuedMessages, SyncRequired, encode
 from shared.redis_client import RedisClient, text
 from shared.scripts import execute_raw, load_script, run_many
@@ -50,8 +51,11 @@ class OfflineQueue:
         self._enqueue = load_script(redis_client, "offline_enqueue")
         self._ack = load_script(redis_client, "queue_ack")
 
-    async def enqueue(self, items: list[tuple[str, Message]]) -> None:
-        """Keep each (user, message) in the user's queue; one pipeline for all."""
+    async def enqueue(
+        self, items: list[tuple[str, Message]], conn: CommandConnection | None = None
+    ) -> None:
+        """Keep each (user, message) in the user's queue; one pipeline for all
+        (on ``conn``, a held connection, on standalone Redis)."""
         if not items:
             return
         now = int(time.time() * 1000)
@@ -71,6 +75,7 @@ class OfflineQueue:
                 )
                 for user_id, message in items
             ],
+            conn,
         )
         metrics.OFFLINE_ENQUEUED.inc(len(items))
         overflow = sum(int(d) for d in dropped)
@@ -79,7 +84,8 @@ class OfflineQueue:
         # A cluster-wide depth counter for the metrics service: a scrape must
         # not sum queue lengths over users. It is in another slot than the
         # queues, so it is kept beside the scripts, not inside them.
-        await self.redis.incrby(keys.offline_depth_key(), len(items) - overflow)
+        depth = ("INCRBY", keys.offline_depth_key(), len(items) - overflow)
+        await execute_raw(self.redis, [depth], (), conn)
 
     async def send_batch(
         self, outbox: Outbox, user_id: str, gateway_id: str, connection_id: str, after: str = "-"
@@ -148,18 +154,28 @@ class OfflineQueue:
         outbox.reply(gateway_id, connection_id, encode(frame))
         return len(messages)
 
-    async def ack(self, user_id: str, up_to: str) -> tuple[str, bool]:
+    async def ack(
+        self, user_id: str, up_to: str, conn: CommandConnection | None = None
+    ) -> tuple[str, bool]:
         """Remove every entry up to and including ``up_to``.
 
         Returns where the device should continue and whether it fell behind:
         another device of the user acknowledged past ``up_to`` already, so
         entries this device never received are gone from the queue.
         """
-        raw_floor, removed = await self._ack(
-            keys=[keys.offline_queue_key(user_id), keys.offline_ack_floor_key(user_id)],
-            args=[up_to, next_id(up_to), self.retention_ms],
+        ((raw_floor, removed),) = await run_many(
+            self.redis,
+            self._ack,
+            [
+                (
+                    [keys.offline_queue_key(user_id), keys.offline_ack_floor_key(user_id)],
+                    [up_to, next_id(up_to), self.retention_ms],
+                )
+            ],
+            conn,
         )
         if int(removed):
-            await self.redis.decrby(keys.offline_depth_key(), int(removed))
+            depth = ("DECRBY", keys.offline_depth_key(), int(removed))
+            await execute_raw(self.redis, [depth], (), conn)
         floor = text(raw_floor)
         return floor, floor != up_to

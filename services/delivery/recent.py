@@ -15,8 +15,10 @@ import msgspec
 
 from services.delivery.outbox import Outbox
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.protocol import Message
 from shared.redis_client import RedisClient
+from shared.scripts import execute_raw
 
 RECENT_TTL_SECONDS = 24 * 3600
 
@@ -41,24 +43,32 @@ class RecentCache:
             outbox.command("EXPIRE", key, RECENT_TTL_SECONDS)
 
     async def page(
-        self, conversation_id: str, before_seq: int | None, limit: int, last_seq: int
+        self,
+        conversation_id: str,
+        before_seq: int | None,
+        limit: int,
+        last_seq: int,
+        conn: CommandConnection | None = None,
     ) -> tuple[list[Message], bool] | None:
         """The page before ``before_seq`` if the cache provably holds all of it, else None.
 
         ``last_seq`` is the newest seq the caller knows of; the cache may know a
         newer one (it is written before the counter is shared), never an older one.
+        Read on ``conn`` (a held connection) on standalone Redis.
         """
         key = keys.recent_messages_key(conversation_id)
         if before_seq is None:
-            raw = await self.redis.zrange(key, -limit, -1)
+            want = None
+            command: tuple[object, ...] = ("ZRANGE", key, -limit, -1)
         else:
             top = before_seq - 1
             if top <= 0:
                 return [], False
             want = top - max(top - limit + 1, 1) + 1
-            raw = await self.redis.zrangebyscore(key, max(top - limit + 1, 1), top)
-            if len(raw) != want:
-                return None
+            command = ("ZRANGEBYSCORE", key, max(top - limit + 1, 1), top)
+        (raw,) = await execute_raw(self.redis, [command], (), conn)
+        if want is not None and len(raw) != want:
+            return None
         messages = [_decoder.decode(cast(bytes, r)) for r in raw]
         if not messages:
             return ([], False) if last_seq == 0 and before_seq is None else None

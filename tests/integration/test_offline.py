@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+import redis.asyncio as redis
 
+from shared import keys
 from tests.support.chat import create_conversation, send, uid
 from tests.support.sync import drain_queue, messages_in, sync
 
@@ -19,11 +22,24 @@ async def _send_many(client, conversation_id: str, count: int, prefix: str = "m"
     return acks
 
 
-async def test_offline_user_gets_everything_in_order_and_acked_batches_are_gone(connect) -> None:
+async def _depth_reaches(redis_client: redis.Redis, want: int) -> None:
+    """The cluster-wide queue depth counter (the metrics service's gauge) reaches ``want``."""
+    deadline = time.monotonic() + 10
+    while int(await redis_client.get(keys.offline_depth_key()) or 0) != want:
+        assert time.monotonic() < deadline, await redis_client.get(keys.offline_depth_key())
+        await asyncio.sleep(0.02)
+
+
+async def test_offline_user_gets_everything_in_order_and_acked_batches_are_gone(
+    connect, stack
+) -> None:
+    redis_client = redis.Redis.from_url(stack.redis_url)
+    depth = int(await redis_client.get(keys.offline_depth_key()) or 0)
     alice, bob = uid("alice"), uid("bob")
     a = await connect(alice)
     conversation = await create_conversation(a, bob)
     sent = await _send_many(a, conversation["id"], 250)
+    await _depth_reaches(redis_client, depth + 250)
 
     first = await connect(bob)
     batch = await first.expect("queued_messages")
@@ -41,6 +57,8 @@ async def test_offline_user_gets_everything_in_order_and_acked_batches_are_gone(
     assert [m["id"] for m in received] == [m["id"] for m in sent]
     assert (await second.request({"type": "ping"}, "pong"))["type"] == "pong"
     await second.close()
+    await _depth_reaches(redis_client, depth)  # every acked entry counted out
+    await redis_client.aclose()
 
     third = await connect(bob)
     with pytest.raises(TimeoutError):

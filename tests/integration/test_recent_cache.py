@@ -28,21 +28,24 @@ async def test_one_batch_of_two_conversations(client, redis_server, held: bool) 
     cache.add(outbox, batch)
     assert len(outbox) == 6  # ZADD, trim and EXPIRE once per conversation
     await outbox.flush()
-    if conn is not None:
-        conn.close()
     for cid in (a, b):
         key = keys.recent_messages_key(cid)
         scores = [int(s) for _, s in await client.zrange(key, 0, -1, withscores=True)]
         assert scores == list(range(4, 9))  # the newest five
         assert 0 < await client.ttl(key) <= RECENT_TTL_SECONDS
-        page = await cache.page(cid, None, 3, last_seq=8)
+        page = await cache.page(cid, None, 3, last_seq=8, conn=conn)
         assert page is not None
         messages, more = page
         assert [m.seq for m in messages] == [6, 7, 8]
         assert [m.content for m in messages] == ["m6", "m7", "m8"]
         assert more is True
         # Older than the cache holds: not provably complete, so MongoDB answers.
-        assert await cache.page(cid, 4, 3, last_seq=8) is None
+        assert await cache.page(cid, 4, 3, last_seq=8, conn=conn) is None
+        # A full older page the cache holds all of.
+        older = await cache.page(cid, 8, 3, last_seq=8, conn=conn)
+        assert older is not None and [m.seq for m in older[0]] == [5, 6, 7]
+    if conn is not None:
+        conn.close()
 
 
 async def test_a_redone_batch_changes_nothing(client, redis_server) -> None:
