@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import pytest
-import redis.asyncio as redis
 
 from shared import keys
+from shared.redis_client import RedisClient
 from tests.support.chat import create_conversation, send, uid
 from tests.support.sync import drain_queue, messages_in, sync
 
@@ -22,7 +22,7 @@ async def _send_many(client, conversation_id: str, count: int, prefix: str = "m"
     return acks
 
 
-async def _depth_reaches(redis_client: redis.Redis, want: int) -> None:
+async def _depth_reaches(redis_client: RedisClient, want: int) -> None:
     """The cluster-wide queue depth counter (the metrics service's gauge) reaches ``want``."""
     deadline = time.monotonic() + 10
     while int(await redis_client.get(keys.offline_depth_key()) or 0) != want:
@@ -33,7 +33,7 @@ async def _depth_reaches(redis_client: redis.Redis, want: int) -> None:
 async def test_offline_user_gets_everything_in_order_and_acked_batches_are_gone(
     connect, stack
 ) -> None:
-    redis_client = redis.Redis.from_url(stack.redis_url)
+    redis_client = stack.redis_client()
     depth = int(await redis_client.get(keys.offline_depth_key()) or 0)
     alice, bob = uid("alice"), uid("bob")
     a = await connect(alice)

@@ -12,7 +12,6 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
-import redis.asyncio as redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -286,7 +285,7 @@ async def test_per_user_connection_cap_and_rate_are_checked_at_the_upgrade(fresh
     # from the connection events (waited for here, so no attempt is spent).
     busy = uid("busy")
     live = keys.user_connections_key(busy)
-    client = redis.Redis.from_url(fresh_stack.redis_url)
+    client = fresh_stack.redis_client()
 
     async def counted(n: int) -> None:
         deadline = time.monotonic() + 10

@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 from shared.ratelimit import DEFAULT_LIMITS
+from shared.redis_client import RedisClient, create_redis
+from shared.settings import Settings
 from tests.support.servers import Process, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +107,10 @@ class Stack:
         env.update(self.overrides)
         env.update(extra)
         return env
+
+    def redis_client(self) -> RedisClient:
+        """A client of this stack's Redis as the services see it (standalone or cluster)."""
+        return create_redis(Settings.from_env(self.env("test")))
 
     def start(self, service: str, wait: bool = True, **extra: str) -> Service:
         proc = Service(service, self.env(service, **extra), self.workdir, len(self.services))
