@@ -142,7 +142,7 @@ async def _presence(
         return
     if isinstance(frame, SubscribePresence):
         try:
-            await subscribe_presence(app[HUB], app[REDIS], conn, frame)
+            await subscribe_presence(app[HUB], app[REDIS], conn, frame, app[RELAY].conn)
         except REDIS_ERRORS:
             send_error(
                 conn, SERVICE_UNAVAILABLE, "presence is unavailable; retry", frame.request_id

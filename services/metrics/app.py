@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from services.metrics.gauges import ClusterGauges
 from services.metrics.rollup import Rollup
 from shared import keys
+from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.redis_client import create_redis, wait_for_redis
 from shared.settings import Settings
@@ -39,12 +40,14 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     await wait_for_redis(redis_client)
     gauges = ClusterGauges(redis_client, settings)
     REGISTRY.register(gauges)
+    # Each batch's rollup writes go out on one held connection.
+    conn = held_connection(redis_client)
     consumer = GroupConsumer(
         redis_client,
         keys.domain_event_stream(),
         keys.METRICS_GROUP,
         settings.instance_id,
-        Rollup(redis_client).handle,
+        Rollup(redis_client, conn).handle,
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
@@ -63,3 +66,5 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     REGISTRY.unregister(gauges)
+    if conn is not None:
+        conn.close()

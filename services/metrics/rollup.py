@@ -9,13 +9,16 @@ turns the counter into a rate, and a restart is just a counter reset.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
 from shared import keys
+from shared.command_conn import CommandConnection
 from shared.events import ConversationCreated, MessageSent, decode_domain_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
+from shared.scripts import execute_raw
 from shared.streams import Entry, decode_entries
 
 log = get_logger(__name__)
@@ -32,8 +35,9 @@ KNOWN_CONTENT_TYPES = frozenset({"text", "image", "file", "audio", "video", "sys
 
 
 class Rollup:
-    def __init__(self, redis_client: RedisClient) -> None:
+    def __init__(self, redis_client: RedisClient, conn: CommandConnection | None = None) -> None:
         self.redis = redis_client
+        self.conn = conn  # standalone Redis: each batch's writes go out on this held connection
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         active: dict[int, set[str]] = {}
@@ -51,9 +55,9 @@ class Rollup:
         for label, count in sent.items():
             MESSAGES.labels(content_type=label).inc(count)
         if active:
-            pipe = self.redis.pipeline(transaction=False)
+            commands: list[tuple[Any, ...]] = []
             for minute, users in active.items():
                 key = keys.active_users_key(minute)
-                pipe.pfadd(key, *users)
-                pipe.expire(key, ACTIVE_KEY_TTL_SECONDS)
-            await pipe.execute()
+                commands.append(("PFADD", key, *users))
+                commands.append(("EXPIRE", key, ACTIVE_KEY_TTL_SECONDS))
+            await execute_raw(self.redis, commands, (), self.conn)

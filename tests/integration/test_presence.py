@@ -286,3 +286,32 @@ async def test_tombstones_of_a_user_stay_bounded(client) -> None:
     assert 0 < await client.hlen(keys.user_tombstones_key(u)) <= 128
     # The latest close is always among them.
     assert await state.apply([Change(u, "c299", gateway, True, now)]) == [False]
+
+
+async def test_watching_the_most_users_at_once_subscribes_each_and_reports_all(
+    connect, stack
+) -> None:
+    """A full watch list in one request: every channel subscribed (the SUBSCRIBEs
+    go out together), the state of each reported, a later transition relayed."""
+    watched = [uid(f"w{i}") for i in range(200)]
+    online = watched[::50]
+    for user in online:
+        await connect(user)
+    watcher = await connect(uid("watcher"))
+    redis_client = stack.redis_client()
+
+    async def recorded() -> bool:
+        lives = [await redis_client.hlen(keys.user_connections_key(u)) for u in online]
+        return lives == [1] * len(online)
+
+    await _eventually(recorded)
+    state = await _status(watcher, *watched)
+    assert len(state) == 200
+    assert {u for u, s in state.items() if s["status"] == "online"} == set(online)
+    counts = dict(await redis_client.pubsub_numsub(*(keys.presence_channel(u) for u in watched)))
+    await redis_client.aclose()
+    assert set(counts.values()) == {1}, counts  # one subscription per gateway, none missing
+    last = await connect(watched[-1])
+    update = await watcher.expect("presence_update", userId=watched[-1])
+    assert update["status"] == "online"
+    await last.close()
