@@ -61,6 +61,10 @@ class Settings:
     presence_port: int = 8081
     delivery_port: int = 8082
     metrics_port: int = 8083
+    # Connections the kernel queues for accept (capped by net.core.somaxconn).
+    # aiohttp's default of 128 overflows when clients reconnect together (a
+    # gateway restart): a dropped SYN is retried by the client a second later.
+    listen_backlog: int = 4096
     # --- auth -----------------------------------------------------------------
     jwt_secret: str = ""
     jwt_public_key: str = ""  # path to a PEM file (RS256/ES256)
@@ -136,7 +140,13 @@ class Settings:
             problems.append(
                 f"CHAT_JWT_PUBLIC_KEY or CHAT_JWT_JWKS_FILE is required with {self.jwt_algorithm}"
             )
-        for name in ("command_partitions", "batch_size", "max_frame_bytes", "offline_queue_max"):
+        for name in (
+            "command_partitions",
+            "batch_size",
+            "max_frame_bytes",
+            "offline_queue_max",
+            "listen_backlog",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"CHAT_{name.upper()} must be at least 1")
         for name in ("gateway_port", "presence_port", "delivery_port", "metrics_port"):

@@ -88,5 +88,6 @@ def run_service(app: web.Application, settings: Settings, port: int) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=settings.drain_seconds + 5,
+        backlog=settings.listen_backlog,
         loop=uvloop.new_event_loop(),
     )
