@@ -72,6 +72,10 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         offline=offline,
         conn=conn,
     )
+    # Connect bursts read hundreds of offline queues per batch: on a held
+    # connection of their own, so the fan-out pipelines on ``conn`` are not
+    # answered behind those replies.
+    connects_conn = held_connection(redis_client)
     # A new partition owner must not trust seq counters from before.
     partitions = PartitionManager(
         redis_client, settings, router.handle, on_acquire=lambda _p: cache.forget_seqs()
@@ -82,7 +86,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         keys.connection_event_stream(),
         keys.DELIVERY_GROUP,
         settings.instance_id,
-        ConnectFlow(redis_client, settings, offline, conn).handle,
+        ConnectFlow(redis_client, settings, offline, connects_conn).handle,
         batch_size=settings.batch_size,
         block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms,
@@ -102,8 +106,9 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if conn is not None:
-        conn.close()
+    for held in (conn, connects_conn):
+        if held is not None:
+            held.close()
     await mongo.close()
 
 
