@@ -25,8 +25,11 @@ LOADGEN_BUSY = 0.85  # share of the load generator's CPUs (while sending) that m
 
 
 # msg/s; x9 deliveries in rooms of 10. The top steps are above what one core
-# of any system here delivers, so every ramp ends at its system's limit.
-RAMP_RATES = (25, 50, 100, 200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000)
+# of any system here delivers, so every ramp ends at its system's limit. The
+# steps are about 1.2x apart from 1,500 to 3,300, where the systems here pass
+# p99 100 ms (the saturation figure is the last step under it); below that the
+# fixed-rate scenarios measure, so the low end is sparse.
+RAMP_RATES = (50, 200, 300, 450, 700, 1000, 1500, 1800, 2200, 2700, 3300, 5000, 7500, 11000, 16000)
 
 
 @dataclass
