@@ -7,10 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as redis
-
 from services.delivery.heads import HEAD_TTL_MS
 from shared import keys
+from shared.redis_client import RedisClient
 from tests.support.chat import create_conversation, pair_on_own_stack, send, uid
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
@@ -43,7 +42,7 @@ async def test_list_is_newest_first_and_a_lost_head_is_rebuilt_from_the_store(
     listing = await _listing(a)
     assert [(c["id"], c["lastSeq"]) for c in listing] == [(first, 4), (second, 1)]
 
-    store = redis.Redis.from_url(stack.redis_url)
+    store = stack.redis_client()
     try:
         head = keys.conversation_head_key(first)
         assert 0 < await store.pttl(head) <= HEAD_TTL_MS  # a view of the store: it expires
@@ -60,7 +59,7 @@ async def test_list_is_newest_first_and_a_lost_head_is_rebuilt_from_the_store(
 @contextlib.asynccontextmanager
 async def _three_sent(
     stack: Stack,
-) -> AsyncIterator[tuple[Service, ChatClient, ChatClient, str, redis.Redis]]:
+) -> AsyncIterator[tuple[Service, ChatClient, ChatClient, str, RedisClient]]:
     """A stack of its own, two members, a conversation holding seqs 1..3, and Redis."""
     async with pair_on_own_stack(stack) as (services, a, b, cid, store):
         for i in range(3):

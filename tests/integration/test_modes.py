@@ -7,10 +7,10 @@ import contextlib
 import json
 import urllib.request
 
-import redis.asyncio as redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys
+from shared.redis_client import RedisClient
 from tests.support.chat import create_conversation, pair_on_own_stack, send, uid, until
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
@@ -63,7 +63,7 @@ def _conflicts(delivery: Service) -> float:
 def _pair_without_store(
     stack: Stack, **overrides: str
 ) -> contextlib.AbstractAsyncContextManager[
-    tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]
+    tuple[dict[str, Service], ChatClient, ChatClient, str, RedisClient]
 ]:
     """Persistence off: the services, two members of a new conversation, its id, and Redis."""
     return pair_on_own_stack(stack, CHAT_PERSISTENCE="0", **overrides)
@@ -149,7 +149,7 @@ async def test_persistence_off_batch_whose_pipeline_failed_is_renumbered_from_th
         assert pushed() == [2, 2]
 
 
-async def _errors(store: redis.Redis) -> int:
+async def _errors(store: RedisClient) -> int:
     """Error replies Redis has sent so far (to anybody)."""
     return int((await store.info("stats"))["total_error_replies"])
 

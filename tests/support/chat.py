@@ -9,9 +9,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as redis
-
 from shared.protocol import Message
+from shared.redis_client import RedisClient
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
 
@@ -125,7 +124,7 @@ async def chat_through(stack: Stack) -> None:
 @contextlib.asynccontextmanager
 async def pair_on_own_stack(
     stack: Stack, **overrides: str
-) -> AsyncIterator[tuple[dict[str, Service], ChatClient, ChatClient, str, redis.Redis]]:
+) -> AsyncIterator[tuple[dict[str, Service], ChatClient, ChatClient, str, RedisClient]]:
     """``stack`` started (with ``overrides``): its services, two members of a new
     conversation, its id, and a client of its Redis; all closed at the end."""
     stack.overrides.update(overrides)
@@ -133,7 +132,7 @@ async def pair_on_own_stack(
     a = await ChatClient.connect(services["gateway"].ws_url, uid("alice"))
     bob = uid("bob")
     b = await ChatClient.connect(services["gateway"].ws_url, bob)
-    store = redis.Redis.from_url(stack.redis_url)
+    store = stack.redis_client()
     try:
         cid = (await create_conversation(a, bob))["id"]
         yield services, a, b, cid, store
