@@ -138,7 +138,30 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             await hub.release(user_channel)
         log.info("disconnected", code=ws.close_code)
         structlog.contextvars.unbind_contextvars("connectionId", "userId")
+        forget_tracebacks(ws.exception())
     return ws
+
+
+def forget_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks of the error a socket ended with (and of its causes).
+
+    aiohttp keeps that error on the response (a close frame written to a
+    peer already gone, a lost connection), and its traceback holds the frames
+    of ``receive`` and ``close``, which hold the response: a reference cycle
+    through the request, the protocol and the transport, some fifty objects
+    per socket that only a full collection frees (see shared.gctune). Without
+    the tracebacks a closed socket is freed at once by reference counting.
+    The error itself stays, for ``ws.exception()``.
+    """
+    pending = [error]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += (exc.__cause__, exc.__context__)
 
 
 def opened_event(gateway_id: str, conn: Connection) -> ConnOpened:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from shared.notify import publish_notification
 from shared.push import encode_push
 from shared.settings import Settings
 from tests.support.chat import uid
-from tests.support.client import ChatClient, token_for
+from tests.support.client import ChatClient, masked_frame, raw_websocket, token_for
 
 
 async def test_system_notifications_reach_every_connection(stack, connect, redis_server) -> None:
@@ -98,32 +97,12 @@ async def test_pushes_routed_before_a_revocation_arrive_before_the_close(
         await publisher.aclose()
 
 
-def _raw_websocket(port: int, user: str) -> socket.socket:
-    """A client that completes the handshake and then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws?token={token_for(user)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head.split(b"\r\n")[0], head
-    return sock
-
-
 async def test_slow_reader_is_closed_1013_without_stalling_others(
     fresh_stack, redis_server
 ) -> None:
     gateway = fresh_stack.start("gateway", CHAT_SEND_BUFFER_MAX_BYTES="262144")
     fresh_stack.start("presence")
-    slow = await asyncio.to_thread(_raw_websocket, gateway.port, uid("slow"))
+    slow = await asyncio.to_thread(raw_websocket, gateway.port, uid("slow"))
     fast = await ChatClient.connect(gateway.ws_url, uid("fast"))
     publisher = redis.Redis.from_url(redis_server.url)
     try:
@@ -184,23 +163,16 @@ def _received_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
     return data
 
 
-def _masked(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask, RFC 6455 §5.3)."""
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
-
-
 async def test_heartbeat_drops_a_silent_peer_and_keeps_answering_ones(fresh_stack) -> None:
     gateway = fresh_stack.start("gateway", CHAT_HEARTBEAT_SECONDS="0.4")
     fresh_stack.start("presence")
     # aiohttp's client answers pings while it reads: a live device.
     live = await ChatClient.connect(gateway.ws_url, uid("alive"))
-    dead = await asyncio.to_thread(_raw_websocket, gateway.port, uid("gone"))
-    pinger = await asyncio.to_thread(_raw_websocket, gateway.port, uid("pinger"))
+    dead = await asyncio.to_thread(raw_websocket, gateway.port, uid("gone"))
+    pinger = await asyncio.to_thread(raw_websocket, gateway.port, uid("pinger"))
     try:
         # A client's own ping is answered with its payload echoed.
-        pinger.sendall(_masked(0x9, b"hey"))
+        pinger.sendall(masked_frame(0x9, b"hey"))
         data = b""
         pinger.settimeout(5)
         while b"\x8a\x03hey" not in data:
