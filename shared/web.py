@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from shared import gctune
 from shared.health import deep_redis_check
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -81,6 +82,8 @@ def run_service(app: web.Application, settings: Settings, port: int) -> None:
     """Run the app on uvloop; SIGTERM/SIGINT trigger the app's shutdown hooks."""
     import uvloop
 
+    gctune.tune()
+    app.on_startup.append(gctune.freeze_startup)  # after the service's own hooks
     web.run_app(
         app,
         host=settings.http_host,
