@@ -35,6 +35,8 @@ async def gateway_port(redis_server) -> AsyncIterator[int]:  # type: ignore[no-u
             "CHAT_REDIS_URL": redis_server.url,
             "CHAT_JWT_SECRET": SECRET,
             "CHAT_INSTANCE_ID": f"gateway-{uuid.uuid4().hex[:8]}",
+            # Short, so a peer that never answers pings is dropped within the test.
+            "CHAT_HEARTBEAT_SECONDS": "0.4",
         }
     )
     runner = web.AppRunner(create_app(settings))
@@ -84,8 +86,21 @@ def _closed_by_the_server(sock: socket.socket) -> None:
     sock.close()
 
 
+def _silent_until_dropped(sock: socket.socket) -> None:
+    """A peer gone without a trace: it never answers the pings, and the heartbeat drops it."""
+    _read_until_closed(sock)
+    sock.close()
+
+
 @pytest.mark.parametrize(
-    "leave", [_close_frame_then_drop, _close_handshake, _reset, _closed_by_the_server]
+    "leave",
+    [
+        _close_frame_then_drop,
+        _close_handshake,
+        _reset,
+        _closed_by_the_server,
+        _silent_until_dropped,
+    ],
 )
 async def test_a_closed_socket_is_freed_by_reference_counting(
     gateway_port: int, leave: Callable[[socket.socket], None]
