@@ -134,7 +134,8 @@ class ChatClient:
 
 
 def raw_websocket(port: int, user: str) -> socket.socket:
-    """A client that completes the handshake and then never reads."""
+    """A raw socket past the WebSocket handshake, with a small receive buffer: a
+    slow reader for as long as the caller does not read it (frames: ``masked_frame``)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
