@@ -119,6 +119,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         del identity
         log.info("connected")
         await _read_loop(request.app, ws, conn)
+    except Exception:
+        # A defect met while serving this socket. Left to aiohttp, which can
+        # only drop a socket it has upgraded, the client would see 1006 with
+        # no reason, and the error's frames would hold this request in a
+        # reference cycle until a full collection. Logged with its traceback
+        # here, the client told 1011; the error is freed as the block ends.
+        log.exception("session failed")
+        conn.close(CLOSE_INTERNAL, "internal error")
     finally:
         await conn.finish()
         if registered:

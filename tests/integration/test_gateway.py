@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 
 import jwt
@@ -18,7 +17,14 @@ from shared.notify import publish_notification
 from shared.push import encode_push
 from shared.settings import Settings
 from tests.support.chat import uid
-from tests.support.client import ChatClient, masked_frame, raw_websocket, token_for
+from tests.support.client import (
+    ChatClient,
+    masked_frame,
+    raw_websocket,
+    received_until_closed,
+    server_close_code,
+    token_for,
+)
 
 
 async def test_system_notifications_reach_every_connection(stack, connect, redis_server) -> None:
@@ -123,7 +129,7 @@ async def test_slow_reader_is_closed_1013_without_stalling_others(
         assert len(fast.drain("system_notification")) >= 1
         # The slow socket was closed by the server: reading it to the end
         # finds a close frame with 1013 (or the connection reset after it).
-        code = await asyncio.to_thread(_close_code, slow)
+        code = server_close_code(await asyncio.to_thread(received_until_closed, slow))
         assert code in (1013, None), code
         _, body = gateway.http_get("/metrics")
         assert b"chat_gateway_slow_reader_closes_total 1.0" in body
@@ -132,35 +138,6 @@ async def test_slow_reader_is_closed_1013_without_stalling_others(
         slow.close()
         await fast.close()
         await publisher.aclose()
-
-
-def _close_code(sock: socket.socket) -> int | None:
-    """Read everything the server sent; the close frame's code if one is found."""
-    sock.settimeout(10)
-    data = b""
-    try:
-        while chunk := sock.recv(1 << 20):
-            data += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
-    marker = data.rfind(b"\x88\x02")  # FIN + close opcode, 2-byte payload (unmasked)
-    if marker < 0:
-        marker = data.rfind(b"\x88")
-        if marker < 0 or marker + 4 > len(data):
-            return None
-    return int.from_bytes(data[marker + 2 : marker + 4], "big")
-
-
-def _received_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
-    """Everything the server sent until it closed the socket (TimeoutError if it never does)."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 async def test_heartbeat_drops_a_silent_peer_and_keeps_answering_ones(fresh_stack) -> None:
@@ -179,7 +156,7 @@ async def test_heartbeat_drops_a_silent_peer_and_keeps_answering_ones(fresh_stac
             data += await asyncio.to_thread(pinger.recv, 4096)
         # The peer that never answers is pinged, then dropped without a close
         # frame; the one that answers lives on.
-        received = await asyncio.to_thread(_received_until_closed, dead)
+        received = await asyncio.to_thread(received_until_closed, dead)
         assert b"\x89\x00" in received, received[-40:]
         assert b"\x88" not in received.split(b"\x89\x00", 1)[1]
         assert (await live.request({"type": "ping"}, "pong"))["type"] == "pong"

@@ -9,23 +9,30 @@ production between the rare full collections (see shared.gctune).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from aiohttp import web
 
+from services.gateway import session
 from services.gateway.app import create_app
 from shared.settings import Settings
 from tests.support.chat import uid, until
-from tests.support.client import masked_frame, raw_websocket
+from tests.support.client import (
+    masked_frame,
+    raw_websocket,
+    received_until_closed,
+    server_close_code,
+)
 from tests.support.servers import free_port
 from tests.support.stack import SECRET
 
-CLOSE, BINARY = 0x8, 0x2
+TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
 
 
 @pytest.fixture
@@ -53,13 +60,21 @@ def _live_responses() -> int:
     return sum(isinstance(o, web.WebSocketResponse) for o in gc.get_objects())
 
 
-def _read_until_closed(sock: socket.socket) -> None:
-    sock.settimeout(10)
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
     try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
+        yield
+    finally:
+        gc.enable()
+
+
+async def _until_all_freed(what: str) -> None:
+    try:
+        await until(lambda: _live_responses() == 0, timeout=10)
+    except TimeoutError:
+        pytest.fail(f"{_live_responses()} {what} still held (a reference cycle)")
 
 
 def _close_frame_then_drop(sock: socket.socket) -> None:
@@ -70,7 +85,7 @@ def _close_frame_then_drop(sock: socket.socket) -> None:
 
 def _close_handshake(sock: socket.socket) -> None:
     sock.sendall(masked_frame(CLOSE, struct.pack("!H", 1000)))
-    _read_until_closed(sock)
+    received_until_closed(sock)
     sock.close()
 
 
@@ -82,13 +97,13 @@ def _reset(sock: socket.socket) -> None:
 
 def _closed_by_the_server(sock: socket.socket) -> None:
     sock.sendall(masked_frame(BINARY, b"\x00"))  # refused with 1003
-    _read_until_closed(sock)
+    received_until_closed(sock)
     sock.close()
 
 
 def _silent_until_dropped(sock: socket.socket) -> None:
     """A peer gone without a trace: it never answers the pings, and the heartbeat drops it."""
-    _read_until_closed(sock)
+    received_until_closed(sock)
     sock.close()
 
 
@@ -105,16 +120,30 @@ def _silent_until_dropped(sock: socket.socket) -> None:
 async def test_a_closed_socket_is_freed_by_reference_counting(
     gateway_port: int, leave: Callable[[socket.socket], None]
 ) -> None:
-    gc.collect()
-    gc.disable()
-    try:
+    with _collector_off():
         socks = [await asyncio.to_thread(raw_websocket, gateway_port, uid("gc")) for _ in range(5)]
         assert _live_responses() == 5
         for sock in socks:
             await asyncio.to_thread(leave, sock)
-        try:
-            await until(lambda: _live_responses() == 0, timeout=10)
-        except TimeoutError:
-            pytest.fail(f"{_live_responses()} closed sockets still held (a reference cycle)")
-    finally:
-        gc.enable()
+        await _until_all_freed("closed sockets")
+
+
+async def test_a_session_that_fails_is_closed_1011_and_freed(
+    gateway_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defect while serving a socket: the client is told 1011, the socket is freed."""
+
+    async def defect(*_: object) -> None:
+        raise RuntimeError("injected defect")
+
+    monkeypatch.setattr(session, "dispatch", defect)
+    with _collector_off():
+        socks = [await asyncio.to_thread(raw_websocket, gateway_port, uid("gc")) for _ in range(3)]
+        for sock in socks:  # all at once: a silent socket is dropped by the heartbeat
+            sock.sendall(masked_frame(TEXT, b'{"type":"ping"}'))
+        codes = []
+        for sock in socks:
+            codes.append(server_close_code(await asyncio.to_thread(received_until_closed, sock)))
+            sock.close()
+        assert codes == [1011] * 3
+        await _until_all_freed("failed sessions")

@@ -159,3 +159,33 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     mask = os.urandom(4)
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+
+
+def received_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sent until it closed the socket (TimeoutError if it never
+    does); a reset after the close counts as closed."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def server_close_code(data: bytes) -> int | None:
+    """The code of the first close frame in ``data`` (server frames, unmasked, read
+    from the start of the stream); None when the stream ends without one."""
+    at = 0
+    while at + 2 <= len(data):
+        opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if size == 126:
+            size, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+        elif size == 127:
+            size, at = int.from_bytes(data[at : at + 8], "big"), at + 8
+        if opcode == 0x8:
+            return int.from_bytes(data[at : at + 2], "big") if size >= 2 else None
+        at += size
+    return None
