@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.logging import get_logger
@@ -93,9 +94,14 @@ class ClusterGauges(Collector):
         for index, stream in enumerate(streams):
             length, groups = replies[2 * index], replies[2 * index + 1]
             if isinstance(length, Exception):
+                log.warning("stream length unavailable", stream=stream, error=str(length))
                 continue
             self.streams[stream] = float(length)
             if isinstance(groups, Exception):
+                # A stream nobody has written to yet does not exist: no groups, no
+                # news. Any other error is, or the stream's gauges vanish unexplained.
+                if not _no_such_key(groups):
+                    log.warning("stream groups unavailable", stream=stream, error=str(groups))
                 continue
             for group in groups:
                 name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
@@ -159,3 +165,7 @@ class ClusterGauges(Collector):
             "When these gauges were last refreshed",
             value=self.refreshed_at,
         )
+
+
+def _no_such_key(error: Exception) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith("no such key")

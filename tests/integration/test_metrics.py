@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.gauges import ClusterGauges
@@ -169,6 +170,27 @@ async def test_active_user_windows_count_whole_minutes_back_from_the_current_one
                 break
             await client.flushdb()
         assert gauges.active == {1: 2.0, 5: 3.0, 60: 5.0}
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_stream_gauges_skip_a_stream_not_yet_created_and_say_why_one_fails(
+    redis_server: RedisServer,
+) -> None:
+    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/251"))
+    gauges = ClusterGauges(client, Settings())
+    commands, events = keys.command_stream(0), keys.domain_event_stream()
+    try:
+        await client.flushdb()
+        await client.xgroup_create(commands, "delivery", id="$", mkstream=True)
+        await client.set(events, "not a stream")
+        with structlog.testing.capture_logs() as logs:
+            await gauges.refresh()
+        assert gauges.groups[(commands, "delivery")] == (0.0, 0.0)
+        # The connection-event stream does not exist yet: nothing to say about it.
+        assert [(e["event"], e["stream"]) for e in logs] == [("stream length unavailable", events)]
+        assert "WRONGTYPE" in logs[0]["error"]
     finally:
         await client.flushdb()
         await client.aclose()
