@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import devtools, liveness, metrics
-from services.gateway.appkeys import HUB, LIMITER, RELAY, VERIFIER
+from services.gateway.appkeys import BACKLOG, HUB, LIMITER, RELAY, VERIFIER
 from services.gateway.auth import TokenVerifier
+from services.gateway.backlog import Backlog
 from services.gateway.heartbeat import heartbeat_loop
 from services.gateway.hub import Hub
 from services.gateway.relay import StreamRelay
@@ -52,8 +53,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = limiter
     relay = StreamRelay(redis_client, limiter)
     relay.start()
+    backlog = Backlog(redis_client, conf.command_partitions, conf.command_stream_maxlen, relay.conn)
+    await backlog.refresh()
     app[HUB] = hub
     app[RELAY] = relay
+    app[BACKLOG] = backlog
     # Registered alive before the first connection is accepted, so presence
     # never takes this gateway's connection events for a dead gateway's.
     await liveness.refresh(redis_client, gateway_id, conf.gateway_ttl_seconds)
@@ -72,9 +76,10 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     sweep = asyncio.create_task(
         heartbeat_loop(hub, conf.heartbeat_seconds, conf.idle_timeout_seconds)
     )
+    watch_backlog = asyncio.create_task(backlog.run())
     log.info("gateway started", gateway=gateway_id)
     yield
-    for task in (beat, sweep):
+    for task in (beat, sweep, watch_backlog):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

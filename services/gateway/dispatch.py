@@ -14,7 +14,8 @@ import structlog
 from aiohttp import web
 
 from services.gateway import metrics
-from services.gateway.appkeys import HUB, LIMITER, RELAY
+from services.gateway.appkeys import BACKLOG, HUB, LIMITER, RELAY
+from services.gateway.backlog import CHECK_SECONDS
 from services.gateway.connection import Connection
 from services.gateway.relay import RateCheck
 from services.gateway.watch import subscribe_presence, unsubscribe_presence
@@ -167,12 +168,23 @@ def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) ->
         routing_key(frame, conn.user_id), settings.command_partitions
     )
     request_id = getattr(frame, "request_id", None)
+    action = ACTIONS.get(str(type(frame).__struct_config__.tag))
+    if not app[BACKLOG].admit(partition):
+        metrics.BACKLOG_REFUSALS.inc()
+        if action not in QUIET_ACTIONS:
+            send_error(
+                conn,
+                SERVICE_UNAVAILABLE,
+                "the service is behind; retry later",
+                request_id,
+                retry_after_ms=int(CHECK_SECONDS * 1000),
+            )
+        return
 
     def failed() -> None:
         send_error(conn, SERVICE_UNAVAILABLE, "could not queue the request; retry", request_id)
 
     check = None
-    action = ACTIONS.get(str(type(frame).__struct_config__.tag))
     limit = app[LIMITER].limit_for(action) if action else None
     if action is not None and limit is not None:
         check = RateCheck(

@@ -49,6 +49,10 @@ PUSH_WRITES = FastCounter(
 RELAY_FAILURES = Counter(
     "chat_gateway_relay_failures_total", "Frames that could not be appended to a stream"
 )
+BACKLOG_REFUSALS = Counter(
+    "chat_gateway_backlog_refusals_total",
+    "Requests refused because their command stream is at its high-water mark",
+)
 RATE_LIMITED = Counter(
     "chat_gateway_rate_limited_total", "Requests refused by a rate limit", ["action"]
 )

@@ -40,6 +40,7 @@ SCALAR_METRICS = {
     "chat_gateway_send_buffer_bytes",
     "chat_gateway_pushes_total",
     "chat_gateway_relay_failures_total",
+    "chat_gateway_backlog_refusals_total",
     "chat_gateway_pubsub_reconnects_total",
     # delivery
     "chat_delivery_commands_total",
