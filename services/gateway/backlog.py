@@ -40,7 +40,7 @@ class Backlog:
         self._redis = redis_client
         self._conn = conn  # standalone Redis: the relay's held connection
         self._streams = [keys.command_stream(p) for p in range(partitions)]
-        self.high_water = int(cap * HIGH_WATER)
+        self._high_water = int(cap * HIGH_WATER)
         # Per partition: its length at the last check plus what this gateway
         # admitted since.
         self._counted = [0] * partitions
@@ -48,7 +48,7 @@ class Backlog:
     def admit(self, partition: int) -> bool:
         """Count one append to ``partition``; False (nothing counted) when it is full."""
         counted = self._counted[partition]
-        if counted >= self.high_water:
+        if counted >= self._high_water:
             return False
         self._counted[partition] = counted + 1
         return True
