@@ -75,8 +75,15 @@ class Announcer:
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self._flush(), timeout=5)
+        except Exception as exc:
+            # Redis keeps lastSeen (what clients read); MongoDB's copy stays older.
+            log.warning(
+                "users not recorded in MongoDB at stop",
+                pending=len(self._pending),
+                error=str(exc) or type(exc).__name__,
+            )
 
     async def announce(self, transitions: Sequence[Transition]) -> None:
         if not transitions:

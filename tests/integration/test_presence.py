@@ -7,12 +7,18 @@ import random
 import time
 
 import redis.asyncio as redis
+import structlog.testing
 
-from services.presence.state import Change, PresenceState, _rounds
+from services.presence.announce import Announcer
+from services.presence.state import Change, PresenceState, Transition, _rounds
 from shared import keys
+from shared.mongo import create_mongo, database
+from shared.redis_client import create_standalone
+from shared.settings import Settings
 from shared.tokens import make_token
 from tests.support.chat import create_conversation, uid
 from tests.support.client import ChatClient
+from tests.support.servers import free_port
 from tests.support.stack import SECRET
 
 
@@ -315,3 +321,26 @@ async def test_watching_the_most_users_at_once_subscribes_each_and_reports_all(
     update = await watcher.expect("presence_update", userId=watched[-1])
     assert update["status"] == "online"
     await last.close()
+
+
+async def test_users_not_recorded_at_stop_are_logged(redis_server) -> None:
+    """MongoDB unreachable when presence stops: the pending lastSeen writes are named."""
+    port = free_port()  # nothing listens there
+    settings = Settings(
+        redis_url=redis_server.url,
+        mongodb_uri=f"mongodb://127.0.0.1:{port}",
+        mongodb_timeout_ms=300,
+    )
+    mongo = create_mongo(settings)
+    client = create_standalone(settings)
+    announcer = Announcer(client, database(mongo, settings), settings)
+    announcer.start()
+    try:
+        await announcer.announce([Transition(uid("gone"), False, int(time.time() * 1000), None)])
+        with structlog.testing.capture_logs() as logs:
+            await announcer.stop()
+        [line] = [e for e in logs if e["event"] == "users not recorded in MongoDB at stop"]
+        assert line["pending"] == 1 and line["log_level"] == "warning"
+    finally:
+        await client.aclose()
+        await mongo.close()
