@@ -155,15 +155,6 @@ async def _presence(
 
 def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) -> None:
     settings = app[SETTINGS]
-    hub = app[HUB]
-    command = Command(
-        user_id=conn.user_id,
-        connection_id=conn.connection_id,
-        gateway_id=hub.gateway_id,
-        accepted_at=time.time(),
-        frame=frame,
-        user_name=conn.name,
-    )
     partition = keys.command_partition(
         routing_key(frame, conn.user_id), settings.command_partitions
     )
@@ -192,6 +183,14 @@ def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) ->
             limit,
             lambda retry_ms: rate_limited(conn, action, request_id, retry_ms),
         )
+    command = Command(
+        user_id=conn.user_id,
+        connection_id=conn.connection_id,
+        gateway_id=app[HUB].gateway_id,
+        accepted_at=time.time(),
+        frame=frame,
+        user_name=conn.name,
+    )
     app[RELAY].append(
         keys.command_stream(partition),
         encode_event(command),

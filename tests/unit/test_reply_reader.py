@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared import keys
 from shared.pubsub_conn import FEED_SLICE, ReplyReader, encode_command
 
 
@@ -21,7 +22,11 @@ def test_a_read_much_larger_than_a_feed_slice_yields_every_reply_in_order() -> N
     # slice boundaries and one spans several slices.
     sizes = [0, 1, 300, FEED_SLICE - 7, 3 * FEED_SLICE + 5, 50]
     pushes = [
-        [b"message", f"user:u{i}".encode(), bytes([65 + i % 26]) * sizes[i % len(sizes)]]
+        [
+            b"message",
+            keys.user_channel(f"u{i}").encode(),
+            bytes([65 + i % 26]) * sizes[i % len(sizes)],
+        ]
         for i in range(400)
     ]
     wire = b"".join(encode_command(*push) for push in pushes)
@@ -36,7 +41,7 @@ def test_a_read_much_larger_than_a_feed_slice_yields_every_reply_in_order() -> N
 
 
 def test_garbage_after_good_replies_is_a_protocol_error_after_they_are_handed_on() -> None:
-    good = [[b"message", b"user:a", b"x" * 100] for _ in range(200)]
+    good = [[b"message", keys.user_channel("a").encode(), b"x" * 100] for _ in range(200)]
     wire = b"".join(encode_command(*push) for push in good) + b"?not resp\r\n"
     reader, replies, errors = _reader()
     reader.data_received(wire)
