@@ -1,4 +1,4 @@
-"""How full each command stream is, so the gateway refuses what it cannot queue.
+"""How full each capped stream is, so the gateway never has entries trimmed unread.
 
 A command stream is capped (``CHAT_COMMAND_STREAM_MAXLEN``) so that a
 delivery outage cannot fill Redis. But the cap trims from the oldest end,
@@ -11,11 +11,15 @@ appends in between, and a request for a partition at the high-water mark
 tenth is room for what the other gateways append within one second (a
 hundred thousand entries per partition at the default cap), so the cap
 itself never removes an entry delivery has not read.
+
+The connection-event stream is watched the same way, but a connection is
+not refused for it: its events are held back instead (see ``connevents``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from shared import keys
 from shared.command_conn import CommandConnection
@@ -35,22 +39,29 @@ class Backlog:
         redis_client: RedisClient,
         partitions: int,
         cap: int,
+        events_cap: int,
         conn: CommandConnection | None = None,
     ) -> None:
         self._redis = redis_client
         self._conn = conn  # standalone Redis: the relay's held connection
+        # The command partitions, then the connection-event stream (``events``).
         self._streams = [keys.command_stream(p) for p in range(partitions)]
-        self._high_water = int(cap * HIGH_WATER)
-        # Per partition: its length at the last check plus what this gateway
+        self._streams.append(keys.connection_event_stream())
+        self.events = partitions
+        self._high_water = [int(cap * HIGH_WATER)] * partitions
+        self._high_water.append(int(events_cap * HIGH_WATER))
+        # Per stream: its length at the last check plus what this gateway
         # admitted since.
-        self._counted = [0] * partitions
+        self._counted = [0] * len(self._streams)
+        self.on_refresh: Callable[[], None] = lambda: None
 
-    def admit(self, partition: int) -> bool:
-        """Count one append to ``partition``; False (nothing counted) when it is full."""
-        counted = self._counted[partition]
-        if counted >= self._high_water:
+    def admit(self, index: int) -> bool:
+        """Count one append to stream ``index`` (a partition, or ``events``); False
+        (nothing counted) when it is full."""
+        counted = self._counted[index]
+        if counted >= self._high_water[index]:
             return False
-        self._counted[partition] = counted + 1
+        self._counted[index] = counted + 1
         return True
 
     async def refresh(self) -> None:
@@ -58,6 +69,7 @@ class Backlog:
             self._redis, [("XLEN", stream) for stream in self._streams], (), self._conn
         )
         self._counted = [int(length) for length in lengths]
+        self.on_refresh()
 
     async def run(self) -> None:
         while True:
@@ -66,4 +78,4 @@ class Backlog:
                 await self.refresh()
             except REDIS_ERRORS as exc:
                 # The appends fail too meanwhile; counting goes on from the last check.
-                log.warning("command stream lengths unavailable", error=str(exc))
+                log.warning("stream lengths unavailable", error=str(exc))

@@ -53,6 +53,10 @@ BACKLOG_REFUSALS = Counter(
     "chat_gateway_backlog_refusals_total",
     "Requests refused because their command stream is at its high-water mark",
 )
+HELD_CONN_EVENTS = Gauge(
+    "chat_gateway_held_connection_events",
+    "Connection events held back because their stream is at its high-water mark",
+)
 RATE_LIMITED = Counter(
     "chat_gateway_rate_limited_total", "Requests refused by a rate limit", ["action"]
 )

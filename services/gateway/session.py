@@ -19,12 +19,12 @@ from aiohttp import WSMsgType, web
 
 from services.gateway import metrics
 from services.gateway.admission import admit
-from services.gateway.appkeys import HUB, RELAY
+from services.gateway.appkeys import CONN_EVENTS, HUB
 from services.gateway.connection import Connection
 from services.gateway.dispatch import dispatch
 from services.gateway.wsframe import pong_frame
 from shared import keys
-from shared.events import ConnClosed, ConnOpened, encode_event
+from shared.events import ConnClosed, ConnOpened
 from shared.logging import get_logger
 from shared.protocol import (
     CLOSE_INTERNAL,
@@ -66,7 +66,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     metrics.CONNECTS.inc()
     hub = app[HUB]
-    relay = app[RELAY]
+    events = app[CONN_EVENTS]
     conn = Connection(
         ws,
         request.transport,
@@ -104,13 +104,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 )
             )
         )
-        # Wait for the event to be durable: presence and offline delivery
-        # depend on it, so a gateway that cannot record it ends the session.
-        if not await relay.append_and_wait(
-            keys.connection_event_stream(),
-            encode_event(opened_event(hub.gateway_id, conn)),
-            settings.event_stream_maxlen,
-        ):
+        # Wait for the event to be durable (or held while its stream is near
+        # its cap, see connevents): presence and offline delivery depend on
+        # it, so a gateway that cannot record it ends the session.
+        if not await events.append_and_wait(opened_event(hub.gateway_id, conn)):
             conn.close(CLOSE_INTERNAL, "backing store unavailable")
             return ws
         # The token's expiry (4001) is enforced by the heartbeat sweep, from
@@ -139,9 +136,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 user_id=conn.user_id,
                 at=int(time.time() * 1000),
             )
-            relay.append(
-                keys.connection_event_stream(), encode_event(closed), settings.event_stream_maxlen
-            )
+            events.append(closed)
         if subscribed:
             await hub.release(user_channel)
         log.info("disconnected", code=ws.close_code)

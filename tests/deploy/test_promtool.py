@@ -41,6 +41,7 @@ SCALAR_METRICS = {
     "chat_gateway_pushes_total",
     "chat_gateway_relay_failures_total",
     "chat_gateway_backlog_refusals_total",
+    "chat_gateway_held_connection_events",
     "chat_gateway_pubsub_reconnects_total",
     # delivery
     "chat_delivery_commands_total",
