@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from services.delivery.store import IN_QUERY_FROM
 from tests.support.chat import create_conversation, send, uid
 
 
@@ -131,6 +134,28 @@ async def test_list_conversations_reports_last_seq_and_unread(connect) -> None:
     (entry,) = [c for c in listing["conversations"] if c["id"] == conversation["id"]]
     assert entry["lastSeq"] == 3
     assert entry["unreadCount"] == 3
+
+
+async def test_unread_counts_of_many_conversations(connect) -> None:
+    """Read markers of IN_QUERY_FROM or more conversations are read with one query."""
+    alice, bob = uid("alice"), uid("bob")
+    a = await connect(alice)
+    b = await connect(bob)
+    ids = [(await create_conversation(a, bob))["id"] for _ in range(IN_QUERY_FROM + 8)]
+    for cid in ids:
+        for i in range(2):
+            await send(a, cid, f"m{i}")
+    for cid in ids[::2]:
+        await b.send({"type": "read_receipt", "conversationId": cid, "seq": 1})
+    expected = {cid: 1 if n % 2 == 0 else 2 for n, cid in enumerate(ids)}
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # receipts are handled per partition, not in order with the list
+        listing = await b.request({"type": "list_conversations"}, "conversations")
+        unread = {c["id"]: c["unreadCount"] for c in listing["conversations"]}
+        if unread == expected:
+            break
+        assert asyncio.get_running_loop().time() < deadline, unread
+        await asyncio.sleep(0.1)
 
 
 async def test_ping_pong(connect) -> None:
