@@ -43,6 +43,9 @@ class ConnectionEvents:
         self._stream = keys.connection_event_stream()
         # Connection id -> the one event owed for it, oldest first.
         self._held: OrderedDict[str, ConnEvent] = OrderedDict()
+        # Since the stream was last found full; the held events may all have
+        # cancelled out meanwhile.
+        self._holding = False
 
     def __len__(self) -> int:
         return len(self._held)
@@ -50,7 +53,7 @@ class ConnectionEvents:
     def append(self, event: ConnEvent) -> None:
         """Append ``event`` (a failed append is counted by the relay), or hold it."""
         if self._admit():
-            self._relay.append(self._stream, encode_event(event), self._maxlen)
+            self._send(event)
         else:
             self._hold(event)
 
@@ -73,18 +76,25 @@ class ConnectionEvents:
         if not held:
             return
         while held and self._backlog.admit(self._backlog.events):
-            _, event = held.popitem(last=False)
-            self._relay.append(self._stream, encode_event(event), self._maxlen)
+            self._send(held.popitem(last=False)[1])
         if not held:
+            self._holding = False
             log.info("held connection events sent")
+
+    def _send(self, event: ConnEvent) -> None:
+        self._relay.append(self._stream, encode_event(event), self._maxlen)
 
     def _admit(self) -> bool:
         # Nothing may overtake a held event: once holding, everything is held.
-        return not self._held and self._backlog.admit(self._backlog.events)
+        if self._held or not self._backlog.admit(self._backlog.events):
+            return False
+        self._holding = False
+        return True
 
     def _hold(self, event: ConnEvent) -> None:
         held = self._held
-        if not held:
+        if not self._holding:
+            self._holding = True
             log.warning("connection events held back: their stream is near its cap")
         cid = event.connection_id
         if isinstance(event, ConnClosed) and isinstance(held.get(cid), ConnOpened):

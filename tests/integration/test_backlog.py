@@ -134,6 +134,10 @@ async def test_connection_events_are_held_near_the_cap_never_trimmed_unread(fres
         while held():
             assert time.monotonic() < deadline, "held events never sent"
             await asyncio.sleep(0.1)
+        # Said once each, though held opens and closes cancelled out all along.
+        log = gateway.log_path.read_text()
+        assert log.count("connection events held back") == 1
+        assert log.count("held connection events sent") == 1
         # Delivery heard of the late connection too: it drained the queue there.
         queued = await clients[-1].expect("queued_messages", timeout=10)
         assert [m["content"] for m in queued["messages"]] == ["while you were away"]
