@@ -1,8 +1,9 @@
 """MongoDB access of the delivery service: conversations, messages, read markers.
 
 FerretDB's SQLite backend filters ``_id`` equality in SQLite and everything
-else (``$in`` included) in Go, about fifteen times slower per document it
-scans, and it uses no index for either. So a few documents are looked up by
+else (``$in`` included) in Go, some thirteen times slower per document it
+scans (finding the last of 25,000 documents: 79 against 1,030 ms), and it
+uses no index for either. So a few documents are looked up by
 ``_id`` one at a time (concurrently, on pooled connections), and many with
 one ``$in`` (``find_by_ids``); on MongoDB both are index lookups.
 """
