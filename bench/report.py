@@ -351,6 +351,15 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
             f"{_fmt(fast.get('cpu_per_1k_deliveries'), 3)} | {r.get('stopped_by')} |"
         )
     add("")
+    add(
+        "Each system is ramped once per run, one step of each rate. Near a system's limit "
+        "the server core is busy all the time, and a step's p99 depends on how the queue "
+        "wanders within its few seconds: the same step of the same commit has passed at "
+        "under 100 ms in one run and failed at over 200 ms in the next, for this project "
+        "and for the peers alike. So the p99 ≤ 100 ms figure can move by a step or two "
+        "(1.2x to 1.5x) between runs; compare several runs before reading a ratio from it."
+    )
+    add("")
     add("<details><summary>every ramp step</summary>")
     add("")
     add(
