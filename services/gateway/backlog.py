@@ -38,7 +38,7 @@ class Backlog:
         self,
         redis_client: RedisClient,
         partitions: int,
-        cap: int,
+        command_cap: int,
         events_cap: int,
         conn: CommandConnection | None = None,
     ) -> None:
@@ -48,7 +48,7 @@ class Backlog:
         self._streams = [keys.command_stream(p) for p in range(partitions)]
         self._streams.append(keys.connection_event_stream())
         self.events = partitions
-        self._high_water = [int(cap * HIGH_WATER)] * partitions
+        self._high_water = [int(command_cap * HIGH_WATER)] * partitions
         self._high_water.append(int(events_cap * HIGH_WATER))
         # Per stream: its length at the last check plus what this gateway
         # admitted since.
@@ -79,3 +79,8 @@ class Backlog:
             except REDIS_ERRORS as exc:
                 # The appends fail too meanwhile; counting goes on from the last check.
                 log.warning("stream lengths unavailable", error=str(exc))
+            except Exception:
+                # A defect (in sending held events, say) must not end the checks:
+                # without them the counts only grow, and every partition at its
+                # mark refuses requests, and held events wait, for good.
+                log.exception("stream length check failed")

@@ -1,4 +1,4 @@
-"""A command stream near its cap: requests are refused, never trimmed away unanswered."""
+"""Streams near their cap: requests refused, connection events held, none trimmed unread."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import structlog.testing
+
+from services.gateway import backlog as backlog_module
 from shared import keys
 from shared.redis_client import RedisClient
 from shared.settings import Settings
@@ -177,6 +180,31 @@ async def test_a_gateway_stopping_with_events_held_is_swept_by_presence(fresh_st
         for client in clients:
             await client.close()
         await redis_client.aclose()
+
+
+async def test_a_defect_after_a_length_check_does_not_end_the_checks(client, monkeypatch) -> None:
+    """The loop outlives an error that is not Redis's: otherwise counts stop at their last
+    value and a partition at its mark refuses requests for good."""
+    monkeypatch.setattr(backlog_module, "CHECK_SECONDS", 0.01)
+    backlog = backlog_module.Backlog(client, 1, CAP, EVENTS_CAP)
+    checks = 0
+
+    def defect() -> None:
+        nonlocal checks
+        checks += 1
+        if checks == 1:
+            raise RuntimeError("injected defect")
+
+    backlog.on_refresh = defect
+    task = asyncio.create_task(backlog.run())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await until(lambda: checks >= 3, 5)
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "stream length check failed"
+        ]
+    finally:
+        task.cancel()
 
 
 async def _online(redis_client: RedisClient) -> set[str]:
