@@ -40,14 +40,18 @@ def load_script(client: RedisClient, name: str) -> AsyncScript:
     return _register(client, name, lambda: script_source(name))
 
 
-def load_script_with(client: RedisClient, name: str, function: str, of: str) -> AsyncScript:
+def load_script_with(
+    client: RedisClient, name: str, function: str, of: str, params: str = ""
+) -> AsyncScript:
     """As ``load_script``, with script ``of`` wrapped as the local Lua ``function``
-    ahead of ``name`` (its ``return`` then returns from the function): one
-    script's logic used by another without a copy."""
+    (taking ``params``, "a, b") ahead of ``name`` (its ``return`` then returns
+    from the function): one script's logic used by another without a copy."""
     return _register(
         client,
         name,
-        lambda: f"local function {function}()\n{script_source(of)}\nend\n{script_source(name)}",
+        lambda: (
+            f"local function {function}({params})\n{script_source(of)}\nend\n{script_source(name)}"
+        ),
     )
 
 

@@ -61,7 +61,7 @@ def _ids(requests: list[Request]) -> dict[str, list[str | None]]:
 
 
 class Effects:
-    """A handled batch's fan-out pipeline, and the offline queueing its replies call for."""
+    """A handled batch's fan-out pipeline, and the count of what it queued for offline members."""
 
     __slots__ = ("offline", "outbox")
 
@@ -75,20 +75,11 @@ class Effects:
 
     async def flush(self) -> None:
         """Send the pipeline on the outbox's own connection, then act on its replies."""
-        await self._queue_offline(await self.outbox.flush())
+        await self.offline.count_kept(await self.outbox.flush(), self.outbox.conn)
 
     async def settle(self, replies: list[Any]) -> None:
         """Act on the replies of the pipeline, sent by the reader ahead of its read."""
-        await self._queue_offline(await self.outbox.settle(replies))
-
-    async def _queue_offline(self, results: list[tuple[Any, Any]]) -> None:
-        # Publishing reached no gateway: the member has no live connection.
-        offline = [
-            (user_id, tag[1])
-            for (tag, user_id), receivers in results
-            if tag[0] == "offline" and receivers == 0
-        ]
-        await self.offline.enqueue(offline, self.outbox.conn)
+        await self.offline.count_kept(await self.outbox.settle(replies), self.outbox.conn)
 
 
 class CommandRouter:

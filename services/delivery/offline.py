@@ -1,17 +1,18 @@
 """Offline queues: messages kept per user while no device of theirs is connected.
 
 A message goes to a member's queue when publishing it on their channel
-reached no gateway (no live connection). A device that connects receives the
-queue as ``queued_messages`` batches of at most 100, oldest first; entries
-are removed only when a device sends ``ack_queued`` with the batch's cursor,
-so a device that goes away before acking gets them again next time. Entries
-pushed out by the cap or by retention leave their conversation ids in an
-overflow set, turned into ``sync_required`` on the next connect.
+reached no gateway (no live connection): the fan-out script does both
+(``fanout_keep.lua``, see outbox.py), so no connect falls between them. A
+device that connects receives the queue as ``queued_messages`` batches of at
+most 100, oldest first; entries are removed only when a device sends
+``ack_queued`` with the batch's cursor, so a device that goes away before
+acking gets them again next time. Entries pushed out by the cap or by
+retention leave their conversation ids in an overflow set, turned into
+``sync_required`` on the next connect.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from shared.settings import Settings
 from shared.streams import entry_fields
 
 _message_decoder = msgspec.json.Decoder(Message)
-_message_encoder = msgspec.json.Encoder()
+queued_form = msgspec.json.Encoder().encode  # a message as its queue entry keeps it
 
 
 def next_id(entry_id: str) -> str:
@@ -45,46 +46,25 @@ def valid_cursor(cursor: str) -> bool:
 class OfflineQueue:
     def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
         self.redis = redis_client
-        self.cap = settings.offline_queue_max
         self.retention_ms = settings.offline_queue_retention_seconds * 1000
         self.batch = settings.queue_batch_size
-        self._enqueue = load_script(redis_client, "offline_enqueue")
         self._ack = load_script(redis_client, "queue_ack")
 
-    async def enqueue(
-        self, items: list[tuple[str, Message]], conn: CommandConnection | None = None
+    async def count_kept(
+        self, kept: list[tuple[str, int]], conn: CommandConnection | None = None
     ) -> None:
-        """Keep each (user, message) in the user's queue; one pipeline for all
-        (on ``conn``, a held connection, on standalone Redis)."""
-        if not items:
+        """Count the messages a fan-out queued (``Outbox.push_message``: each
+        (user, entries the cap or retention pushed out of their queue))."""
+        if not kept:
             return
-        now = int(time.time() * 1000)
-        dropped = await run_many(
-            self.redis,
-            self._enqueue,
-            [
-                (
-                    [keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id)],
-                    [
-                        self.cap,
-                        self.retention_ms,
-                        message.conversation_id,
-                        _message_encoder.encode(message),
-                        now,
-                    ],
-                )
-                for user_id, message in items
-            ],
-            conn,
-        )
-        metrics.OFFLINE_ENQUEUED.inc(len(items))
-        overflow = sum(int(d) for d in dropped)
+        metrics.OFFLINE_ENQUEUED.inc(len(kept))
+        overflow = sum(dropped for _, dropped in kept)
         if overflow:
             metrics.OFFLINE_OVERFLOWS.inc(overflow)
         # A cluster-wide depth counter for the metrics service: a scrape must
         # not sum queue lengths over users. It is in another slot than the
         # queues, so it is kept beside the scripts, not inside them.
-        depth = ("INCRBY", keys.offline_depth_key(), len(items) - overflow)
+        depth = ("INCRBY", keys.offline_depth_key(), len(kept) - overflow)
         await execute_raw(self.redis, [depth], (), conn)
 
     async def send_batch(

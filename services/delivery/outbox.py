@@ -8,6 +8,11 @@ script call (``fanout.lua``: a PUBLISH per member inside Redis), so the
 pipeline carries one command per message instead of one per member; a
 cluster shards channels, so there each member is its own SPUBLISH.
 
+A message's push also keeps the message in the offline queue of each member
+no gateway received it for, inside the same script (``fanout_keep.lua``):
+one call for all members on standalone Redis, one per member on a cluster
+(a member's queue and channel share a slot there).
+
 Commands are kept as their words on the wire and, on standalone Redis, sent
 as they are on the held connection (``send_raw``): a message costs some
 eight commands here, and redis-py's command methods, pipeline and reply
@@ -16,6 +21,7 @@ callbacks were a tenth of the delivery service's CPU.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,18 +33,18 @@ from shared.command_conn import CommandConnection
 from shared.protocol import error_frame
 from shared.push import encode_push
 from shared.redis_client import RedisClient, publish_command
-from shared.scripts import load_script, send_raw, settle_raw
+from shared.scripts import load_script, load_script_with, send_raw, settle_raw
 from shared.settings import Settings
 from shared.streams import xadd_words
 
 
-class _Many:
-    """Tags of the channels of one fan-out script call, in order."""
+class _Kept:
+    """The members of one ``fanout_keep`` call, in the order of its replies."""
 
-    __slots__ = ("tags",)
+    __slots__ = ("user_ids",)
 
-    def __init__(self, tags: list[Any]) -> None:
-        self.tags = tags
+    def __init__(self, user_ids: Sequence[str]) -> None:
+        self.user_ids = user_ids
 
 
 class Outbox:
@@ -49,12 +55,22 @@ class Outbox:
         self.settings = settings
         self.conn = conn  # standalone Redis: the pipeline goes out on this held connection
         self._publish = publish_command(settings)
-        self._fanout = (
-            None if isinstance(redis_client, RedisCluster) else load_script(redis_client, "fanout")
+        self._cluster = isinstance(redis_client, RedisCluster)
+        self._fanout = None if self._cluster else load_script(redis_client, "fanout")
+        self._keep = load_script_with(
+            redis_client,
+            "fanout_keep",
+            "keep",
+            "offline_keep",
+            "queue, overflow, cap, retention, conversation, message, now",
         )
-        self._scripts: list[AsyncScript] = [self._fanout] if self._fanout else []
+        self._keep_limits = (
+            settings.offline_queue_max,
+            settings.offline_queue_retention_seconds * 1000,
+        )
+        self._scripts: list[AsyncScript] = [self._keep, *([self._fanout] if self._fanout else [])]
         self._commands: list[tuple[Any, ...]] = []
-        self._tags: list[Any] = []
+        self._tags: list[_Kept | None] = []
         self._on_reply: list[tuple[int, Callable[[Any], None]]] = []
 
     def reply(
@@ -82,21 +98,49 @@ class Outbox:
         frame: bytes,
         skip_connection: str = "",
         accepted_at: float | None = None,
-        tag: Any = None,
     ) -> None:
         """Send ``frame`` to every device of each user (but ``skip_connection``)."""
         payload = encode_push(skip_connection, frame, accepted_at)
         if self._fanout is not None and len(user_ids) > 1:
             channels = [keys.user_channel(user_id) for user_id in user_ids]
-            self._commands.append(("EVALSHA", self._fanout.sha, 0, payload, *channels))
-            self._tags.append(_Many([(tag, user_id) if tag else None for user_id in user_ids]))
+            self.command("EVALSHA", self._fanout.sha, 0, payload, *channels)
             return
         for user_id in user_ids:
-            self.publish(keys.user_channel(user_id), payload, tag=(tag, user_id) if tag else None)
+            self.publish(keys.user_channel(user_id), payload)
 
-    def publish(self, channel: str, payload: bytes, tag: Any = None) -> None:
-        self._commands.append((self._publish, channel, payload))
-        self._tags.append(tag)
+    def push_message(
+        self,
+        user_ids: Sequence[str],
+        frame: bytes,
+        conversation_id: str,
+        queued: bytes,
+        skip_connection: str = "",
+        accepted_at: float | None = None,
+    ) -> None:
+        """``push_users``, and each member no gateway received it for keeps
+        ``queued`` (the message) in their offline queue; ``flush`` returns who."""
+        cap, retention = self._keep_limits
+        head = (
+            self._publish,
+            encode_push(skip_connection, frame, accepted_at),
+            cap,
+            retention,
+            conversation_id,
+            queued,
+            int(time.time() * 1000),
+        )
+        # One call for every member; a cluster's per member, on that member's slot.
+        for group in [[u] for u in user_ids] if self._cluster else [user_ids]:
+            queues: list[str] = []
+            for user_id in group:
+                queues += (keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id))
+            channels = [keys.user_channel(user_id) for user_id in group]
+            call = ("EVALSHA", self._keep.sha, len(queues), *queues, *head, *channels)
+            self._commands.append(call)
+            self._tags.append(_Kept(group))
+
+    def publish(self, channel: str, payload: bytes) -> None:
+        self.command(self._publish, channel, payload)
 
     def command(self, *words: Any) -> None:
         """Any other Redis command, as its words (``"EXPIRE", key, 60``), in the same pipeline."""
@@ -131,8 +175,9 @@ class Outbox:
         """Everything queued, as words: for a caller that sends them in its own write."""
         return self._commands
 
-    async def flush(self) -> list[tuple[Any, Any]]:
-        """Run everything in one pipeline; returns (tag, result) for tagged publishes.
+    async def flush(self) -> list[tuple[str, int]]:
+        """Run everything in one pipeline; returns (user id, entries pushed out of
+        their queue) for each member a ``push_message`` queued its message for.
 
         A Redis error propagates: the caller's stream entries then stay
         pending and the whole batch's effects are redone (idempotently).
@@ -141,7 +186,7 @@ class Outbox:
             return []
         return await self.settle(await send_raw(self.redis, self._commands, self.conn))
 
-    async def settle(self, replies: list[Any]) -> list[tuple[Any, Any]]:
+    async def settle(self, replies: list[Any]) -> list[tuple[str, int]]:
         """What ``flush`` returns, from the replies of ``commands`` sent elsewhere.
 
         A fan-out script Redis no longer knew is loaded and its calls run
@@ -155,15 +200,16 @@ class Outbox:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        tagged: list[tuple[Any, Any]] = []
+        kept: list[tuple[str, int]] = []
         for tag, result in zip(self._tags, results, strict=True):
-            if isinstance(tag, _Many):
-                tagged.extend(
-                    (one, count) for one, count in zip(tag.tags, result, strict=True) if one
+            if tag is not None:
+                # fanout_keep.lua: receivers (> 0), or queued with that many pushed out.
+                kept.extend(
+                    (user_id, -reply)
+                    for user_id, reply in zip(tag.user_ids, result, strict=True)
+                    if reply <= 0
                 )
-            elif tag is not None:
-                tagged.append((tag, result))
         self._commands = []
         self._tags = []
         self._on_reply = []
-        return tagged
+        return kept

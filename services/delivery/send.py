@@ -26,7 +26,7 @@ from services.delivery import metrics
 from services.delivery.cache import CachedConversation, ConversationCache
 from services.delivery.context import Request
 from services.delivery.heads import Heads
-from services.delivery.offline import OfflineQueue
+from services.delivery.offline import OfflineQueue, queued_form
 from services.delivery.outbox import Outbox
 from services.delivery.recent import RecentCache
 from services.delivery.store import Store, message_to_doc
@@ -265,12 +265,13 @@ class SendFlow:
         members = item.conversation.conversation.participant_ids
         frame = encode(MessagePush(message=message))
         metrics.FANOUT_SIZE.observe(len(members))
-        outbox.push_users(
+        outbox.push_message(
             members,
             frame,
+            message.conversation_id,
+            queued_form(message),
             skip_connection=command.connection_id,
             accepted_at=command.accepted_at,
-            tag=("offline", message),
         )
         outbox.domain_event(
             encode_event(

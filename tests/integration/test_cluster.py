@@ -37,7 +37,7 @@ from tests.integration.test_presence import (
 from tests.integration.test_presence import (
     test_typing_reaches_other_members_and_lapses as test_cluster_typing,
 )
-from tests.support.chat import create_conversation, send_until_acked, uid
+from tests.support.chat import create_conversation, message, push_message, send_until_acked, uid
 from tests.support.client import ChatClient
 from tests.support.cluster import RedisCluster
 from tests.support.servers import FerretDB
@@ -97,6 +97,33 @@ async def test_cluster_outbox_script_call_routes_by_key_and_is_loaded_on_its_nod
         assert again == {k: 3 for k in counters}
         assert [await client.hget(k, "seq") for k in counters] == [b"3"] * len(counters)
     finally:
+        await client.aclose()
+
+
+async def test_cluster_message_fan_out_queues_for_offline_members_on_their_nodes(
+    cluster: RedisCluster,
+) -> None:
+    """``fanout_keep`` on a cluster: one call per member, on the node of the
+    member's slot (its queue and channel share it), where SPUBLISH reaches a
+    subscribed member and the others' queues keep the message."""
+    settings = Settings.from_env({"CHAT_REDIS_CLUSTER_NODES": cluster.startup_nodes})
+    client = create_redis(settings)
+    members = [uid("u") for _ in range(6)]
+    pubsub = client.pubsub()
+    try:
+        await client.initialize()  # the slot map, which the pubsub does not load itself
+        await pubsub.ssubscribe(keys.user_channel(members[0]))
+        deadline = time.monotonic() + 10
+        while (await pubsub.get_sharded_message(timeout=0.5)) is None:
+            assert time.monotonic() < deadline, "no ssubscribe confirmation"
+        kept = await push_message(client, settings, members, message(uid("c"), 1))
+        assert kept == [(member, 0) for member in members[1:]]
+        lengths = [await client.xlen(keys.offline_queue_key(member)) for member in members]
+        assert lengths == [0, 1, 1, 1, 1, 1]
+        pushed = await pubsub.get_sharded_message(timeout=5)
+        assert pushed is not None and pushed["channel"] == keys.user_channel(members[0]).encode()
+    finally:
+        await pubsub.aclose()
         await client.aclose()
 
 

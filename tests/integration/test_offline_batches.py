@@ -12,15 +12,18 @@ from services.delivery.outbox import Outbox
 from shared import keys
 from shared.push import decode_push
 from shared.settings import Settings
-from tests.support.chat import message
+from tests.support.chat import message, push_message
 
 
 async def test_connects_of_one_batch_each_get_their_queue(client, redis_server) -> None:
     settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
     queue = OfflineQueue(client, settings)
     ann, bob, cat = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("ann", "bob", "cat"))
-    await queue.enqueue([(ann, message("c1", seq)) for seq in (1, 2, 3)])
-    await queue.enqueue([(cat, message("c2", seq)) for seq in (1, 2)])
+    for conversation, seqs, users in (("c1", (1, 2, 3), [ann]), ("c2", (1, 2), [cat])):
+        for seq in seqs:  # nobody is connected: the fan-out queues each
+            assert await push_message(client, settings, users, message(conversation, seq)) == [
+                (users[0], 0)
+            ]
     await client.sadd(keys.offline_overflow_key(ann), "c0")  # entries ann lost to the cap
     outbox = Outbox(client, settings)
     devices = [

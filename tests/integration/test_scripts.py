@@ -89,7 +89,7 @@ async def test_a_script_object_is_made_once_per_client(redis_server) -> None:
     try:
         assert load_script(first, "fanout") is load_script(first, "fanout")
         assert load_script(first, "fanout") is not load_script(second, "fanout")
-        assert load_script(first, "fanout") is not load_script(first, "offline_enqueue")
+        assert load_script(first, "fanout") is not load_script(first, "queue_ack")
     finally:
         await first.aclose()
         await second.aclose()

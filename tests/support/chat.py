@@ -9,8 +9,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from shared.protocol import Message
+from services.delivery.offline import queued_form
+from services.delivery.outbox import Outbox
+from shared.protocol import Message, MessagePush, encode
 from shared.redis_client import RedisClient
+from shared.settings import Settings
 from tests.support.client import ChatClient
 from tests.support.stack import Service, Stack
 
@@ -31,6 +34,17 @@ def message(conversation_id: str, seq: int, sender_id: str = "alice") -> Message
         content_type="text",
         sent_at=seq,
     )
+
+
+async def push_message(
+    client: Any, settings: Settings, user_ids: list[str], msg: Message, conn: Any = None
+) -> list[tuple[str, int]]:
+    """Fan ``msg`` out to ``user_ids`` as delivery does; (member, entries pushed
+    out) for each member it was queued for (nobody received it)."""
+    outbox = Outbox(client, settings, conn)
+    frame = encode(MessagePush(message=msg))
+    outbox.push_message(user_ids, frame, msg.conversation_id, queued_form(msg))
+    return await outbox.flush()
 
 
 async def create_conversation(
