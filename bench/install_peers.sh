@@ -14,7 +14,8 @@ GOBIN=${GOBIN:-$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin}
 
 install_centrifugo() {
   local bin="$GOBIN/centrifugo"
-  if [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q "v$CENTRIFUGO_VERSION"; then
+  # Read whole, not piped into `grep -q` (SIGPIPE under pipefail, see install-tools.sh).
+  if [ -x "$bin" ] && [[ "$("$bin" version 2>/dev/null || true)" == *"v$CENTRIFUGO_VERSION"* ]]; then
     echo "centrifugo v$CENTRIFUGO_VERSION already installed at $bin"
     return
   fi

@@ -11,7 +11,11 @@ set -euo pipefail
 VERSION=v1.24.2
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 BIN="$GOBIN/ferretdb"
-if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "version: $VERSION"; then
+# Its output is read whole, not piped into `grep -q` or `head`: those exit at
+# the first line, the writer then dies of SIGPIPE, and under pipefail the
+# check failed (or the script exited 141) depending on timing.
+version() { "$BIN" --version 2>/dev/null || true; }
+if [ -x "$BIN" ] && [[ "$(version)" == *"version: $VERSION"* ]]; then
   echo "ferretdb $VERSION already installed at $BIN"
   exit 0
 fi
@@ -24,4 +28,5 @@ cp -r "$dir" "$work/src"
 chmod -R u+w "$work/src"
 echo "$VERSION" > "$work/src/build/version/version.txt"
 (cd "$work/src" && GOBIN="$GOBIN" go install ./cmd/ferretdb)
-"$BIN" --version | head -1
+out=$(version)
+echo "${out%%$'\n'*}"

@@ -7,7 +7,9 @@ GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 install() {  # binary package@version
   local name=$1 pkg=$2
   local version=${pkg##*@}
-  if [ -x "$GOBIN/$name" ] && go version -m "$GOBIN/$name" 2>/dev/null | grep -q "$version"; then
+  # Read whole, not piped into `grep -q`: under pipefail a writer killed by
+  # SIGPIPE when grep exits early would fail the check at random.
+  if [ -x "$GOBIN/$name" ] && [[ "$(go version -m "$GOBIN/$name" 2>/dev/null || true)" == *"$version"* ]]; then
     return
   fi
   # Go's documented escape hatch for tools that fail to link with `linkname`.
