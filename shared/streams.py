@@ -24,7 +24,7 @@ from shared import keys
 from shared.command_conn import CommandConnection, held_connection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.scripts import load_script, run_many
+from shared.scripts import load_script_with, run_many
 
 log = get_logger(__name__)
 
@@ -262,7 +262,7 @@ class Trimmer:
         if now < self._next:
             return
         self._next = now + self.interval
-        script = load_script(self.client, "trim_consumed")
+        script = load_script_with(self.client, "trim_consumed", "older", "id_older", "a, b")
         try:
             calls: list[tuple[list[str], list[Any]]] = [([s], []) for s in streams]
             removed = await run_many(self.client, script, calls, self.conn)

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from services.metrics.gauges import ClusterGauges
+from services.metrics.lost import LostEvents
 from services.metrics.rollup import Rollup
 from shared import keys
 from shared.command_conn import held_connection
@@ -40,6 +41,8 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     await wait_for_redis(redis_client)
     gauges = ClusterGauges(redis_client, settings)
     REGISTRY.register(gauges)
+    lost = LostEvents(redis_client)
+    await lost.check()  # before the consumer reads past a gap left while we were down
     # Each batch's rollup writes go out on one held connection.
     conn = held_connection(redis_client)
     consumer = GroupConsumer(
@@ -57,6 +60,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(consumer.run(), name="domain-events"),
         asyncio.create_task(gauges.run(settings.metrics_refresh_seconds), name="gauges"),
+        asyncio.create_task(lost.run(settings.metrics_refresh_seconds), name="lost-events"),
     ]
     log.info("metrics started")
     yield

@@ -6,12 +6,6 @@
 -- one; the stream is trimmed (MINID ~, whole nodes only) below the lowest
 -- floor, so nothing undelivered or unacknowledged is ever removed. A stream
 -- without groups is left to its MAXLEN cap. Returns the entries removed.
-local function older(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end

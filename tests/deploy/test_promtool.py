@@ -62,6 +62,7 @@ SCALAR_METRICS = {
     # metrics service (cluster-wide)
     "chat_messages_total",
     "chat_conversations_created_total",
+    "chat_domain_events_lost_total",
     "chat_online_users",
     "chat_active_users",
     "chat_gateways_alive",

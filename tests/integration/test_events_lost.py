@@ -1,0 +1,87 @@
+"""Domain events trimmed by their stream's cap before metrics read them are
+counted (``chat_domain_events_lost_total``), once across instances, on a real
+redis-server of the test's own (the stream's name is fixed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+
+from services.metrics.lost import LOST, LostEvents
+from shared import keys
+from shared.streams import ensure_group
+from tests.support.servers import RedisServer
+
+STREAM, GROUP = keys.domain_event_stream(), keys.METRICS_GROUP
+
+
+@pytest.fixture
+async def own(tmp_path: Path) -> AsyncIterator[redis.Redis]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def append(client: redis.Redis, count: int, cap: int | None = None) -> None:
+    """``count`` events; with ``cap`` trimmed exactly (delivery's ``~`` trims whole
+    nodes of 100, too coarse for a small test)."""
+    for i in range(count):
+        await client.xadd(STREAM, {keys.STREAM_FIELD: b"e%d" % i}, maxlen=cap, approximate=False)
+
+
+async def read(client: redis.Redis, count: int) -> int:
+    replies = await client.xreadgroup(GROUP, "m1", {STREAM: ">"}, count=count)
+    return sum(len(entries) for _, entries in replies)
+
+
+def lost_total() -> float:
+    return LOST._value.get()
+
+
+async def test_trimmed_unread_events_are_counted_once(own: redis.Redis) -> None:
+    await ensure_group(own, STREAM, GROUP)
+    first, second = LostEvents(own), LostEvents(own)  # two instances of the service
+    before = lost_total()
+    await append(own, 10)
+    assert await read(own, 5) == 5
+    assert await first.check() == 0  # behind, but nothing unread is gone
+    await append(own, 20, cap=8)  # metrics stalled: 17 never read were trimmed
+    assert await first.check() == 17
+    assert await first.check() == 0
+    assert await second.check() == 0  # the same gap, already counted
+    await append(own, 5, cap=8)  # still stalled: 5 more
+    assert await second.check() == 5
+    assert lost_total() - before == 22
+    assert await read(own, 100) == 8  # catches up past the gap
+    assert await first.check() == 0
+    await append(own, 3, cap=8)
+    assert await read(own, 100) == 3
+    assert await first.check() == 0  # trimming what was read is no loss
+    assert lost_total() - before == 22
+
+
+async def test_no_stream_or_no_group_is_no_loss(own: redis.Redis) -> None:
+    assert await LostEvents(own).check() == 0
+    await append(own, 20, cap=5)  # no metrics group yet: nobody missed anything
+    assert await LostEvents(own).check() == 0
+
+
+async def test_a_gap_of_unknown_size_is_reported_once(own: redis.Redis) -> None:
+    await ensure_group(own, STREAM, GROUP)
+    await append(own, 10)
+    # A group moved without its read counter (XGROUP SETID, no ENTRIESREAD):
+    # Redis can no longer tell how many entries it has read.
+    entries = await own.xrange(STREAM)
+    await own.xgroup_setid(STREAM, GROUP, entries[2][0])
+    await append(own, 10, cap=4)
+    checker = LostEvents(own)
+    assert await checker.check() == -1
+    assert await checker.check() == 0
