@@ -36,12 +36,6 @@ def domain_event_stream() -> str:
     return "stream:{events}"
 
 
-def domain_events_lost_key() -> str:
-    """Gaps the domain-event stream's cap trimmed before metrics read them, counted
-    (hash: the group's last-delivered-id -> entries counted; one slot with the stream)."""
-    return "metrics:{events}:lost"
-
-
 # Consumer group names.
 DELIVERY_GROUP = "delivery"
 PRESENCE_GROUP = "presence"

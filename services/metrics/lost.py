@@ -7,8 +7,9 @@ longer than the cap's worth of traffic loses events, and ``chat_messages_total``
 and the active-user rollups undercount. Holding them back in delivery would
 cost memory per message for an aggregate, so they are not kept, but the loss
 is no longer silent: ``events_lost.lua`` finds the gap from the stream's and
-the group's counters, counts it once across instances, and it becomes
-``chat_domain_events_lost_total`` and a warning. Checked before the consumer
+the group's counters and moves the group's read counter past it, so it is
+counted once across instances (and the group's lag stops showing it as
+unread); it becomes ``chat_domain_events_lost_total`` and a warning. Checked before the consumer
 starts (a restarted service would otherwise read past the gap first) and
 then every refresh interval (a running one fallen that far behind).
 """
@@ -33,10 +34,6 @@ LOST = Counter(
     "(message counts and active users miss them)",
 )
 
-# A gap's count is kept so another instance (or the next check) does not count
-# it again; a day outlasts any outage the cap would be reached in.
-COUNTED_TTL_SECONDS = 24 * 3600
-
 
 class LostEvents:
     def __init__(self, redis_client: RedisClient) -> None:
@@ -45,10 +42,7 @@ class LostEvents:
 
     async def check(self) -> int:
         """Count what was trimmed unread since the last check; returns it (-1: unknown)."""
-        call = (
-            [keys.domain_event_stream(), keys.domain_events_lost_key()],
-            [keys.METRICS_GROUP, COUNTED_TTL_SECONDS],
-        )
+        call = ([keys.domain_event_stream()], [keys.METRICS_GROUP])
         try:
             (lost,) = await run_many(self.redis, self._script, [call])
         except (ResponseError, *REDIS_ERRORS) as exc:
@@ -65,4 +59,9 @@ class LostEvents:
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.check()
+            try:
+                await self.check()
+            except Exception:
+                # Redis errors are handled in check: this is a defect, and the
+                # next interval tries again rather than ending the checks.
+                log.exception("lost domain events check failed")

@@ -1,23 +1,26 @@
 -- Entries of a capped stream that its MAXLEN trimmed before a consumer group
--- was given them, counted once however many instances of the group's
--- service ask (they share the group, so they see the same gap).
--- KEYS[1] the stream, KEYS[2] hash of gaps already counted (field: the
--- group's last-delivered-id, where the gap begins; value: entries counted)
--- ARGV[1] the group, ARGV[2] how long the hash is kept (seconds)
+-- was given them.
+-- KEYS[1] the stream; ARGV[1] the group
 -- A gap: the group's last delivered entry is older than the stream's first
 -- one, and entries were added that were neither read by the group nor are
--- still in the stream (entries-added - length - entries-read). Returns the
--- entries lost since the last call that counted this gap; -1 the first time
--- a gap is seen whose size Redis cannot tell (entries-read unknown); else 0.
+-- still in the stream (entries-added - length - entries-read). Having counted
+-- it, the script moves the group's read counter past the gap (XGROUP SETID
+-- to the same last-delivered-id, with ENTRIESREAD): the next call, from this
+-- instance or another, finds only what was trimmed since, so each entry is
+-- counted once. That also mends the group's lag, which Redis reports as
+-- entries-added - entries-read and would otherwise show the lost entries as
+-- unread for good (on Redis 7.0, even once the group has caught up).
+-- Returns the entries lost since the last call, or -1 when Redis could not
+-- tell how many (entries-read unknown; the counter is set from here on).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
 local function fields(flat)
   local t = {}
   for i = 1, #flat, 2 do
     t[flat[i]] = flat[i + 1]
   end
   return t
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
 end
 local stream = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
 local first = stream['first-entry']
@@ -38,19 +41,16 @@ local last = group['last-delivered-id']
 if not older(last, first[1]) then
   return 0
 end
+-- In a gap every entry left in the stream is unread: all the others are
+-- either read or lost.
+local gone = stream['entries-added'] - stream['length']
 local read = group['entries-read']
-if not read then
-  if redis.call('HSETNX', KEYS[2], last, '?') == 1 then
-    redis.call('EXPIRE', KEYS[2], ARGV[2])
-    return -1
+local lost = -1
+if read then
+  lost = gone - read
+  if lost <= 0 then
+    return 0
   end
-  return 0
 end
-local lost = stream['entries-added'] - stream['length'] - read
-local counted = tonumber(redis.call('HGET', KEYS[2], last)) or 0
-if lost <= counted then
-  return 0
-end
-redis.call('HSET', KEYS[2], last, lost)
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return lost - counted
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', gone)
+return lost
