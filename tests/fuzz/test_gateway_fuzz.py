@@ -44,7 +44,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSCloseCode, WSMsgType
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -320,11 +320,18 @@ async def test_frames_over_64_kib_close_1009(
     assert len(payload) == size
     client = await connect(uid("big"))
     # The gateway refuses the frame from its header and closes; the rest of a
-    # large frame may then meet a closed socket (EPIPE). The close frame,
-    # sent first, is what must arrive.
+    # large frame may then meet a closed socket (EPIPE).
     with contextlib.suppress(ConnectionError):
         await client.ws.send_frame(payload, WSMsgType.TEXT)
-    assert await client.wait_closed(10) == CLOSE_TOO_BIG
+    code = await client.wait_closed(10)
+    if size > 2 * MAX_FRAME:
+        # aiohttp closes the socket right after its 1009 frame, with most of
+        # the megabyte unread: the kernel answers with a reset, which can
+        # overtake the close frame at the client (1006). Not seen with the
+        # sizes below, which the gateway has read whole by then.
+        assert code in (CLOSE_TOO_BIG, WSCloseCode.ABNORMAL_CLOSURE)
+    else:
+        assert code == CLOSE_TOO_BIG
     assert not client.drain("error")
 
 
