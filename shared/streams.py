@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 from prometheus_client import Counter
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared import keys
@@ -27,6 +28,13 @@ from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.scripts import load_script_with, run_many
 
 log = get_logger(__name__)
+
+
+def load_id_script(client: RedisClient, name: str) -> AsyncScript:
+    """A script that compares stream entry ids: ``older(a, b)`` (``id_older.lua``)
+    is defined ahead of it."""
+    return load_script_with(client, name, "older", "id_older", "a, b")
+
 
 Entry = tuple[bytes, bytes]  # (stream entry id, msgpack body)
 T = TypeVar("T")
@@ -262,7 +270,7 @@ class Trimmer:
         if now < self._next:
             return
         self._next = now + self.interval
-        script = load_script_with(self.client, "trim_consumed", "older", "id_older", "a, b")
+        script = load_id_script(self.client, "trim_consumed")
         try:
             calls: list[tuple[list[str], list[Any]]] = [([s], []) for s in streams]
             removed = await run_many(self.client, script, calls, self.conn)

@@ -9,9 +9,10 @@ cost memory per message for an aggregate, so they are not kept, but the loss
 is no longer silent: ``events_lost.lua`` finds the gap from the stream's and
 the group's counters and moves the group's read counter past it, so it is
 counted once across instances (and the group's lag stops showing it as
-unread); it becomes ``chat_domain_events_lost_total`` and a warning. Checked before the consumer
-starts (a restarted service would otherwise read past the gap first) and
-then every refresh interval (a running one fallen that far behind).
+unread); it becomes ``chat_domain_events_lost_total`` and a warning.
+Checked before the consumer starts (a restarted service would otherwise read
+past the gap first) and then every refresh interval (a running one fallen
+that far behind).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from redis.exceptions import ResponseError
 from shared import keys
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
-from shared.scripts import load_script_with, run_many
+from shared.scripts import run_many
+from shared.streams import load_id_script
 
 log = get_logger(__name__)
 
@@ -38,7 +40,7 @@ LOST = Counter(
 class LostEvents:
     def __init__(self, redis_client: RedisClient) -> None:
         self.redis = redis_client
-        self._script = load_script_with(redis_client, "events_lost", "older", "id_older", "a, b")
+        self._script = load_id_script(redis_client, "events_lost")
 
     async def check(self) -> int:
         """Count what was trimmed unread since the last check; returns it (-1: unknown)."""

@@ -37,11 +37,11 @@ def message(conversation_id: str, seq: int, sender_id: str = "alice") -> Message
 
 
 async def push_message(
-    client: Any, settings: Settings, user_ids: list[str], msg: Message, conn: Any = None
+    client: Any, settings: Settings, user_ids: list[str], msg: Message
 ) -> list[tuple[str, int]]:
     """Fan ``msg`` out to ``user_ids`` as delivery does; (member, entries pushed
     out) for each member it was queued for (nobody received it)."""
-    outbox = Outbox(client, settings, conn)
+    outbox = Outbox(client, settings)
     frame = encode(MessagePush(message=msg))
     outbox.push_message(user_ids, frame, msg.conversation_id, queued_form(msg))
     return await outbox.flush()
