@@ -15,13 +15,16 @@ class _Node:
     me: _Node
 
 
-def test_full_collections_are_considered_less_often_and_startup_is_frozen() -> None:
+def test_collections_are_spaced_out_and_startup_is_frozen() -> None:
     before = gc.get_threshold()
     try:
         gctune.tune()
         young, middle, full = gc.get_threshold()
-        assert (young, middle) == before[:2]  # the young generations are left alone
+        assert young == gctune.YOUNG
+        assert middle == before[1]  # ten young collections per middle one, as by default
         assert full == gctune.FULL_EVERY
+        # A chance of a full collection stays about 700,000 allocations apart.
+        assert 600_000 <= young * middle * full <= 800_000
         garbage = _Node()
         garbage.me = garbage  # a cycle start-up left behind
         gone = weakref.ref(garbage)
