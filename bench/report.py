@@ -361,6 +361,10 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "(1.2x to 1.5x) between runs; compare several runs before reading a ratio from it."
     )
     add("")
+    knee = _knee_cpu_section(results)
+    if knee:
+        add(knee)
+        add("")
     add("<details><summary>every ramp step</summary>")
     add("")
     add(
@@ -463,6 +467,15 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "(`python -m bench.sendcost`: 3,000 sends of 400 bytes to a pinned redis-server): in "
         "the fan-out the ten socket writes of each message cost up to about 0.035 CPU-s per "
         "1k deliveries, which every system pays alike."
+    )
+    add(
+        "- On this virtual machine a thread is also charged CPU for waking from a long "
+        "sleep: a Python process doing nothing but `time.sleep(3)` was charged 4 to 24 ms "
+        "per wake-up (in multiples of the kernel's 4 ms tick, whether or not the core was "
+        "otherwise busy), and its sleep overran by 10 to 30 ms. So the background CPU "
+        "(and with it the CPU per delivery at the fixed rates) grows with the number of "
+        "processes that sleep with timers (six in this project, two for Centrifugo and "
+        "Socket.IO), and it has varied threefold or more between days for every system."
     )
     add(
         "- This project's FerretDB (SQLite backend) setup: presence runs with "
@@ -573,6 +586,43 @@ def _rounds_section(results: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+def _knee_cpu_section(results: dict[str, Any]) -> str:
+    """Server CPU per delivery by process at one ramp step every system ran: the
+    highest at which this project with persistence off kept its p99 within 100 ms."""
+    ramp = (results["systems"].get(NOPERSIST) or {}).get("ramp")
+    rate = _ramp_best(ramp)[1].get("offered_rate") if ramp else None
+    if rate is None:
+        return ""
+    rows = []
+    for _name, entry in _systems(results):
+        step = next(
+            (s for s in (entry.get("ramp") or {}).get("steps", []) if s["offered_rate"] == rate),
+            None,
+        )
+        if not step or not step.get("delivered") or not step.get("server_cpu"):
+            continue
+        per = {p: 1e6 * cpu / step["delivered"] for p, cpu in step["server_cpu"].items()}
+        parts = ", ".join(f"{p} {us:.1f}" for p, us in per.items() if us >= 0.05)
+        rows.append(
+            f"| {_label(entry)} | {sum(per.values()):.1f} | {parts} | "
+            f"{_fmt(100 * step['server_cpu_util'], 0)} | {_fmt(_lat(step, 'p99'), 1)} |"
+        )
+    return "\n".join(
+        [
+            f"Server CPU per delivery at the {rate:g} msg/s step, the highest at which this "
+            "project with persistence off kept its p99 within 100 ms in this run, in µs "
+            "(CPU-seconds of each process over the step, divided by the deliveries in it). "
+            "The server core is nearly full there, so what a system spends per delivery "
+            "decides how far past this step it can go. A system whose ramp stopped below this "
+            "step is not listed:",
+            "",
+            "| system | µs per delivery | by process | server CPU % | p99 ms |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def _why_missing(entry: dict[str, Any], *phases: str) -> str:
     """Why a row is empty: the first error recorded for any of ``phases``."""
     if entry.get("skipped"):
@@ -597,7 +647,12 @@ def _profile_section(profile: dict[str, Any]) -> str:
         "process's busy samples; *self* = in the function's own code, *total* = anywhere on "
         "the stack. "
         "Time in C code without Python frames (uvloop's I/O, socket writes) shows as the "
-        "nearest Python caller (`run_app` for the event loop itself)."
+        "nearest Python caller (`run_app` for the event loop itself). "
+        "py-spy counts a sample whenever the process is runnable, also while it waits for "
+        "the core the servers share: near saturation a process woken by a socket write "
+        "often waits there (in `run_app`), and a process whose write wakes another is often "
+        "preempted right after it (in the writing function), so *busy* and those functions' "
+        "*self* shares overstate CPU; the CPU-seconds above are the scheduler's own."
         + (
             " Servers were not pinned (`--no-pin`): on one shared core a process preempted "
             "right after waking Redis in a socket write would be sampled in that write."
