@@ -22,6 +22,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import CommandConnection, held_connection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -350,6 +351,7 @@ class GroupConsumer:
         next_reclaim = 0.0
         group_ready = False
         while not self._stopping.is_set():
+            raise_if_cancelled()
             try:
                 if not group_ready:
                     await ensure_group(self.client, self.stream, self.group)

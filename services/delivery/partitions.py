@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from services.delivery import metrics
 from services.delivery.reader import BatchHandler, PartitionReader
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import held_connection
 from shared.lease import Lease
 from shared.logging import get_logger
@@ -94,6 +95,7 @@ class PartitionManager:
     async def run(self) -> None:
         interval = self.settings.lease_ttl_ms / 3000
         while True:
+            raise_if_cancelled()
             try:
                 await self.rebalance()
             except REDIS_ERRORS as exc:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -148,6 +149,7 @@ class PartitionReader:
     async def _loop(self) -> None:
         delay = 0.05
         while not self._stopping:
+            raise_if_cancelled()
             try:
                 if not self._backlog:
                     if self._to_ack or self._unsent:

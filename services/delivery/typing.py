@@ -13,6 +13,7 @@ import time
 from services.delivery.cache import ConversationCache
 from services.delivery.context import Request
 from services.delivery.outbox import Outbox
+from shared.cancel import raise_if_cancelled
 from shared.logging import get_logger
 from shared.protocol import (
     CONVERSATION_NOT_FOUND,
@@ -71,6 +72,7 @@ class TypingFlow:
     async def lapse_loop(self) -> None:
         """Send ``isTyping: false`` for every typist whose TTL ran out."""
         while True:
+            raise_if_cancelled()
             if not self._typing:
                 # Nobody types: no timer at all (an idle worker would otherwise
                 # wake four times a second for nothing).

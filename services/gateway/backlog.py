@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Callable
 
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
@@ -73,6 +74,7 @@ class Backlog:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(CHECK_SECONDS)
             try:
                 await self.refresh()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 
@@ -34,6 +35,7 @@ async def liveness_loop(
 ) -> None:
     """Refresh forever; the first refresh must already have been done."""
     while True:
+        raise_if_cancelled()
         await asyncio.sleep(ttl_seconds / 3)
         try:
             if await refresh(redis_client, gateway_id, ttl_seconds):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.gateway import metrics
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter, decision_from_reply
@@ -102,6 +103,7 @@ class StreamRelay:
                 script = self.limiter.append_script
                 script.sha = await self.redis.script_load(script.script)
         while True:
+            raise_if_cancelled()
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._items:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.settings import Settings
@@ -47,6 +48,7 @@ class ClusterGauges(Collector):
 
     async def run(self, interval: float = 5.0) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 await self.refresh()
             except REDIS_ERRORS as exc:

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient
 from shared.scripts import run_many
@@ -60,6 +61,7 @@ class LostEvents:
 
     async def run(self, interval: float) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(interval)
             try:
                 await self.check()

@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError
 from services.presence import metrics
 from services.presence.state import Transition
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import CommandConnection
 from shared.logging import get_logger
 from shared.mongo import BULK_CHUNK, USERS, MongoDB, bulk_write_chunked
@@ -110,6 +111,7 @@ class Announcer:
 
     async def _write_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:

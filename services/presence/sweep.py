@@ -15,6 +15,7 @@ from services.presence import metrics
 from services.presence.announce import Announcer
 from services.presence.state import Change, PresenceState, Transition
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.lease import Lease
 from shared.logging import get_logger
 from shared.redis_client import REDIS_ERRORS, RedisClient, text
@@ -41,6 +42,7 @@ class GatewaySweeper:
     async def run(self) -> None:
         interval = self.settings.gateway_ttl_seconds / 3
         while True:
+            raise_if_cancelled()
             try:
                 await self.sweep_lapsed()
             except REDIS_ERRORS as exc:

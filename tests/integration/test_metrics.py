@@ -13,6 +13,7 @@ from services.metrics.gauges import ClusterGauges
 from shared import keys
 from shared.redis_client import create_standalone
 from shared.settings import Settings
+from tests.support.cancel import cancel_at_random_moments
 from tests.support.chat import create_conversation, send, uid
 from tests.support.client import ChatClient
 from tests.support.promtool import check_metrics_text
@@ -193,4 +194,13 @@ async def test_stream_gauges_skip_a_stream_not_yet_created_and_say_why_one_fails
         assert "WRONGTYPE" in logs[0]["error"]
     finally:
         await client.flushdb()
+        await client.aclose()
+
+
+async def test_the_gauge_refresh_loop_ends_when_cancelled(redis_server: RedisServer) -> None:
+    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/252"))
+    gauges = ClusterGauges(client, Settings())
+    try:
+        await cancel_at_random_moments(lambda: gauges.run(0.0005))
+    finally:
         await client.aclose()
