@@ -469,13 +469,14 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "1k deliveries, which every system pays alike."
     )
     add(
-        "- On this virtual machine a thread is also charged CPU for waking from a long "
-        "sleep: a Python process doing nothing but `time.sleep(3)` was charged 4 to 24 ms "
-        "per wake-up (in multiples of the kernel's 4 ms tick, whether or not the core was "
-        "otherwise busy), and its sleep overran by 10 to 30 ms. So the background CPU "
-        "(and with it the CPU per delivery at the fixed rates) grows with the number of "
-        "processes that sleep with timers (six in this project, two for Centrifugo and "
-        "Socket.IO), and it has varied threefold or more between days for every system."
+        "- On this virtual machine a thread is also charged CPU for waking from a sleep "
+        "(`python -m bench.wakecost`): for a `time.sleep(3)` in a process doing nothing "
+        "else, from under 1 ms to 24 ms per wake-up, with the sleep overrunning by up to "
+        "30 ms, depending on the hour (most when the machine is otherwise idle). So the "
+        "background CPU (and with it the CPU per delivery at the fixed rates) grows with "
+        "the number of processes that sleep with timers (six in this project, two for "
+        "Centrifugo and Socket.IO), and it has varied threefold or more between days for "
+        "every system."
     )
     add(
         "- This project's FerretDB (SQLite backend) setup: presence runs with "
