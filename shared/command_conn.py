@@ -214,7 +214,8 @@ class CommandConnection:
                 assert protocol.transport is not None
                 protocol.transport.write(b"".join(encode_command(*c) for c in setup))
                 try:
-                    replies = await asyncio.wait_for(future, CONNECT_TIMEOUT)
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        replies = await future
                 except TimeoutError:
                     self.lost(protocol, None)
                     raise RedisTimeoutError("redis did not answer HELLO/AUTH in time") from None

@@ -47,7 +47,8 @@ async def pubsub_round_trip(client: RedisClient, settings: Settings, timeout: fl
         start = time.perf_counter()
         await client.execute_command(publish_command(settings), channel, token)
         try:
-            await asyncio.wait_for(arrived.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await arrived.wait()
         except TimeoutError:
             return -1.0
         return _ms(start)

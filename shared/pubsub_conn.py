@@ -274,7 +274,8 @@ class PubSubConnection:
         self.channels.add(name)
         self._write(encode_command(self._sub, name))
         try:
-            await asyncio.wait_for(asyncio.shield(future), CONFIRM_TIMEOUT)
+            async with asyncio.timeout(CONFIRM_TIMEOUT):
+                await asyncio.shield(future)
         except BaseException:
             self.unsubscribe(channel)
             raise
@@ -369,7 +370,8 @@ class PubSubConnection:
             try:
                 await self._open()
                 if waiting:
-                    await asyncio.wait_for(asyncio.gather(*waiting.values()), CONFIRM_TIMEOUT)
+                    async with asyncio.timeout(CONFIRM_TIMEOUT):
+                        await asyncio.gather(*waiting.values())
                 log.info("pub/sub reconnected; subscriptions restored", channels=len(waiting))
                 self._on_reconnect()
                 return

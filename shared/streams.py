@@ -383,7 +383,8 @@ class GroupConsumer:
 
     async def _backoff(self, delay: float) -> float:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
         return min(delay * 2, 2.0)
 
     async def step(self) -> int:

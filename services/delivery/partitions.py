@@ -167,10 +167,8 @@ class PartitionManager:
             return
         reader = self.readers[slot][0]
         try:
-            await asyncio.wait_for(
-                reader.remove(keys.command_stream(partition)),
-                timeout=self.settings.block_ms / 1000 + 5,
-            )
+            async with asyncio.timeout(self.settings.block_ms / 1000 + 5):
+                await reader.remove(keys.command_stream(partition))
         except TimeoutError:
             log.warning("partition batch still running at release", partition=partition)
         if not self._shared_reader:
@@ -180,7 +178,8 @@ class PartitionManager:
         reader, task = self.readers.pop(slot)
         reader.stop()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=self.settings.block_ms / 1000 + 5)
+            async with asyncio.timeout(self.settings.block_ms / 1000 + 5):
+                await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

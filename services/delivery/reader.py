@@ -187,7 +187,8 @@ class PartitionReader:
     async def _backoff(self, delay: float) -> float:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await self._changed.wait()
         return min(delay * 2, 2.0)
 
     async def _send(self, read: dict[str, str] | None = None) -> Any:

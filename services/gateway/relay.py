@@ -69,7 +69,8 @@ class StreamRelay:
         self._wakeup.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, timeout=5)
+                async with asyncio.timeout(5):
+                    await self._task
         if self.conn is not None:
             self.conn.close()
 

@@ -215,4 +215,5 @@ async def drain(app: web.Application) -> None:
             await asyncio.sleep(step)
     # Give the sockets a moment to finish their closing handshakes.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(hub.idle.wait(), timeout=3)
+        async with asyncio.timeout(3):
+            await hub.idle.wait()

@@ -77,7 +77,8 @@ class Announcer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
         try:
-            await asyncio.wait_for(self._flush(), timeout=5)
+            async with asyncio.timeout(5):
+                await self._flush()
         except Exception as exc:
             # Redis keeps lastSeen (what clients read); MongoDB's copy stays older.
             log.warning(
