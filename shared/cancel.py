@@ -9,7 +9,9 @@ cancelled while a command's reply arrives goes on as if nothing happened,
 and the service that awaits it at shutdown waits for good (found when the
 metrics service's lost-events loop, cancelled in a test, never ended). The
 task still counts the request (``Task.cancelling()``): a loop that checks at
-every turn ends at the next one.
+every turn ends at the next one. The services' own waits use
+``asyncio.timeout``, which keeps the cancel (ruff bans ``asyncio.wait_for``
+outside tests and bench); redis-py's cannot be changed from here.
 """
 
 from __future__ import annotations
