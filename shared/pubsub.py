@@ -23,6 +23,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from shared.cancel import raise_if_cancelled
 from shared.logging import get_logger
 from shared.pubsub_conn import Endpoint, OnEvent, OnMessage, PubSubConnection
 from shared.redis_client import RedisClient
@@ -146,6 +147,9 @@ class ShardedSubscriber:
         """
         delay = 0.2
         while True:
+            # Retries for as long as the cluster is unreachable: a cancel at
+            # stop that redis-py's wait_for lost must still end it (shared.cancel).
+            raise_if_cancelled()
             try:
                 async with self._lock:
                     await self.cluster.nodes_manager.initialize()

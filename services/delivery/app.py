@@ -23,6 +23,7 @@ from services.delivery.send import SendFlow
 from services.delivery.store import Store
 from services.delivery.typing import TypingFlow
 from shared import keys
+from shared.cancel import raise_if_cancelled
 from shared.command_conn import held_connection
 from shared.logging import get_logger
 from shared.mongo import MongoDB, create_mongo, database, ensure_indexes, mongo_ping
@@ -115,6 +116,7 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
 async def _start_partitions(partitions: PartitionManager, db: MongoDB) -> None:
     """Create indexes (retrying while MongoDB is down) before taking any work."""
     while True:
+        raise_if_cancelled()  # retries while MongoDB is down: a lost cancel must end it
         try:
             await ensure_indexes(db)
             break
