@@ -11,7 +11,8 @@
 -- entries-added - entries-read and would otherwise show the lost entries as
 -- unread for good (on Redis 7.0, even once the group has caught up).
 -- Returns the entries lost since the last call, or -1 when Redis could not
--- tell how many (entries-read unknown; the counter is set from here on).
+-- tell how many (entries-read unknown after a manual XGROUP SETID; the
+-- counter is set from here on).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -45,6 +46,11 @@ end
 -- either read or lost.
 local gone = stream['entries-added'] - stream['length']
 local read = group['entries-read']
+if not read and last == '0-0' then
+  -- A group that was never given an entry: Redis 7.0 does not count its
+  -- reads (nil) until it reads, but there is nothing it could have read.
+  read = 0
+end
 local lost = -1
 if read then
   lost = gone - read
