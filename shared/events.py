@@ -22,6 +22,12 @@ class Command(msgspec.Struct, array_like=True, frozen=True):
     accepted_at: float  # epoch seconds, with sub-ms precision
     frame: ClientFrame
     user_name: str | None = None
+    # The gateway reads a reply riding on a user channel push (shared.push), so
+    # the delivery service may put ``message_ack`` there. Absent (False) in a
+    # command from a gateway that predates it, which gets its ack on its own
+    # channel; a delivery service that predates it ignores the extra element.
+    # Either may be upgraded first.
+    ack_on_user_channel: bool = False
 
 
 class _ConnEvent(msgspec.Struct, tag_field="k", array_like=True, frozen=True):

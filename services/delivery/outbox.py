@@ -1,6 +1,7 @@
 """Everything one batch sends out through Redis, flushed as one pipeline.
 
-Replies to a connection go to its gateway's channel; pushes to every device
+Replies to a connection go to its gateway's channel, but for ``message_ack``,
+which rides on the push to the sender's own channel; pushes to every device
 of a user go to the user's channel. Frames are encoded once by the caller,
 so a message fanned out to fifty members is serialised once, not fifty
 times. On standalone Redis the publishes of one push to many members are one
@@ -116,13 +117,29 @@ class Outbox:
         queued: bytes,
         skip_connection: str = "",
         accepted_at: float | None = None,
+        reply: tuple[str, bytes, str] | None = None,
     ) -> None:
         """``push_users``, and each member no gateway received it for keeps
-        ``queued`` (the message) in their offline queue; ``flush`` returns who."""
+        ``queued`` (the message) in their offline queue; ``flush`` returns who.
+
+        ``reply`` (the sender's user id, a frame, its request type; the sender
+        one of ``user_ids``): ``skip_connection`` gets that frame instead of
+        nothing, on the push to the sender's own channel (see shared.push), so
+        it costs no publish of its own.
+        """
         cap, retention = self._keep_limits
+        push = encode_push(skip_connection, frame, accepted_at)
+        own = b""
+        if reply is not None:
+            sender, reply_frame, request_type = reply
+            if sender not in user_ids:
+                raise ValueError("a reply rides on the push to its sender, who is not a member")
+            own = encode_push(skip_connection, frame, accepted_at, request_type, reply_frame)
+            # The sender first: the script gives the first channel its own push.
+            user_ids = [sender, *(u for u in user_ids if u != sender)]
         head = (
             self._publish,
-            encode_push(skip_connection, frame, accepted_at),
+            push,
             cap,
             retention,
             conversation_id,
@@ -130,12 +147,14 @@ class Outbox:
             int(time.time() * 1000),
         )
         # One call for every member; a cluster's per member, on that member's slot.
-        for group in [[u] for u in user_ids] if self._cluster else [user_ids]:
+        groups = [[u] for u in user_ids] if self._cluster else [user_ids]
+        for index, group in enumerate(groups):
             queues: list[str] = []
             for user_id in group:
                 queues += (keys.offline_queue_key(user_id), keys.offline_overflow_key(user_id))
             channels = [keys.user_channel(user_id) for user_id in group]
-            call = ("EVALSHA", self._keep.sha, len(queues), *queues, *head, *channels)
+            first = own if index == 0 else b""
+            call = ("EVALSHA", self._keep.sha, len(queues), *queues, *head, first, *channels)
             self._commands.append(call)
             self._tags.append(_Kept(group))
 

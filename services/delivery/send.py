@@ -9,8 +9,9 @@ For a batch of send_message commands of one partition:
    instead of duplicating it;
 3. on a collision, keep what went in, resolve the colliding message (a
    duplicate, or a stale seq counter that is reloaded) and continue;
-4. then ack the sender, push to every member's devices, keep the message
-   for members with no live connection, and record the domain event.
+4. then push to every member's devices (the sender's ack riding on the push
+   to the sender's own channel), keep the message for members with no live
+   connection, and record the domain event.
 The stream entries are acknowledged by the caller only after all of that.
 """
 
@@ -46,6 +47,16 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 DUPLICATE_KEY = 11000
+
+
+def _ack_frame(frame: SendMessage, message: Message) -> bytes:
+    return encode(
+        MessageAck(
+            message=message,
+            request_id=frame.request_id,
+            client_message_id=frame.client_message_id,
+        )
+    )
 
 
 def message_id(request: Request, frame: SendMessage) -> str:
@@ -153,9 +164,8 @@ class SendFlow:
             self._number_only(pending, outbox, now)
 
         for item in pending:
-            assert item.message is not None
-            self._ack(outbox, item.request, item.frame, item.message)
-            # A duplicate is fanned out again too: its first attempt may have
+            # The ack rides on the fan-out (to the sender's own channel). A
+            # duplicate is fanned out again too: its first attempt may have
             # stored it and then failed (a crash, a store error) before any
             # fan-out, and members dedupe by message id.
             self._fan_out(outbox, item, now)
@@ -251,20 +261,25 @@ class SendFlow:
                 remaining = remaining[inserted:]
 
     def _ack(self, outbox: Outbox, request: Request, frame: SendMessage, message: Message) -> None:
-        ack = MessageAck(
-            message=message,
-            request_id=frame.request_id,
-            client_message_id=frame.client_message_id,
-        )
-        request.reply(outbox, encode(ack))
+        request.reply(outbox, _ack_frame(frame, message))
 
     def _fan_out(self, outbox: Outbox, item: _Pending, now: int) -> None:
+        """The push to every member's devices, with the sender's ack on the sender's channel."""
         message = item.message
         assert message is not None
-        command = item.request.command
+        request = item.request
+        command = request.command
         members = item.conversation.conversation.participant_ids
         frame = encode(MessagePush(message=message))
         metrics.FANOUT_SIZE.observe(len(members))
+        ack = _ack_frame(item.frame, message)
+        reply = None
+        if command.ack_on_user_channel:
+            # On the push to the sender's own channel: no publish of its own.
+            # The sender is a member (``handle`` refused the others from this entry).
+            reply = (command.user_id, ack, request.request_type)
+        else:
+            request.reply(outbox, ack)  # from a gateway that predates it
         outbox.push_message(
             members,
             frame,
@@ -272,6 +287,7 @@ class SendFlow:
             queued_form(message),
             skip_connection=command.connection_id,
             accepted_at=command.accepted_at,
+            reply=reply,
         )
         outbox.domain_event(
             encode_event(

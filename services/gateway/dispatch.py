@@ -190,6 +190,7 @@ def relay_command(app: web.Application, conn: Connection, frame: ClientFrame) ->
         accepted_at=time.time(),
         frame=frame,
         user_name=conn.name,
+        ack_on_user_channel=True,
     )
     app[RELAY].append(
         keys.command_stream(partition),

@@ -197,18 +197,16 @@ class Hub:
                     if conn.connection_id != push.connection_id:
                         self._send(conn, wire)
                         written += 1
+                    elif push.reply:
+                        # The sender's own connection: its message_ack (see shared.push).
+                        self._reply(conn, push, push.reply)
                 FRAMES_OUT_PUSH.inc(written)
         elif channel == self._gateway_channel:
             PUSHES_GATEWAY.inc()
             push = decode_push(data)
             target = self.connections.get(push.connection_id)
             if target is not None:
-                if push.accepted_at is not None and push.request_type:
-                    metrics.ROUND_TRIP_BY_TYPE[push.request_type].observe(
-                        max(time.time() - push.accepted_at, 0.0)
-                    )
-                self._send(target, text_frame(push.frame))
-                FRAMES_OUT_REPLY.inc()
+                self._reply(target, push, push.frame)
         elif channel.startswith(PRESENCE_PREFIX):
             PUSHES_PRESENCE.inc()
             watchers = self.watchers.get(channel[len(PRESENCE_PREFIX) :].decode())
@@ -225,6 +223,15 @@ class Hub:
             for conn in [c for c in self.connections.values() if c.jti == jti]:
                 log.info("closing connection of a revoked token", connectionId=conn.connection_id)
                 conn.close(CLOSE_POLICY, "token revoked")
+
+    def _reply(self, conn: Connection, push: Push, frame: bytes) -> None:
+        """A reply to the one connection that sent the request, timed from its acceptance."""
+        if push.accepted_at is not None and push.request_type:
+            metrics.ROUND_TRIP_BY_TYPE[push.request_type].observe(
+                max(time.time() - push.accepted_at, 0.0)
+            )
+        self._send(conn, text_frame(frame))
+        FRAMES_OUT_REPLY.inc()
 
     def broadcast(self, frame: bytes) -> None:
         """The same bytes to every local connection (system notices, resync)."""

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
 from services.delivery.store import IN_QUERY_FROM
+from shared import keys
+from shared.events import Command, encode_event
+from shared.protocol import SendMessage
+from shared.push import decode_push
+from shared.settings import Settings
 from tests.support.chat import create_conversation, send, uid
 
 
@@ -37,6 +46,71 @@ async def test_two_users_chat_and_every_sender_device_sees_it(connect) -> None:
     reply = await send(bob_client, conversation["id"], "hi alice")
     assert reply["message"]["seq"] == 2
     assert (await phone.expect("message"))["message"]["content"] == "hi alice"
+
+
+async def test_the_ack_rides_on_the_senders_push_unless_the_gateway_predates_it(
+    stack, connect
+) -> None:
+    """``message_ack`` goes on the push to the sender's channel, not a publish of its own;
+    a command without ``ack_on_user_channel`` (an older gateway's) gets it on its
+    gateway's channel."""
+    alice, bob = uid("alice"), uid("bob")
+    phone, laptop = await connect(alice), await connect(alice)
+    bob_client = await connect(bob)
+    conversation = await create_conversation(phone, bob)
+    cid = conversation["id"]
+    for client in (laptop, bob_client):
+        await client.expect("conversation")
+    watcher = redis.Redis.from_url(stack.redis_url)  # the stack's database
+    pubsub = watcher.pubsub()
+    await pubsub.psubscribe(keys.gateway_channel("*"))
+
+    async def replies_until(request_id: str) -> tuple[str, list[dict[str, Any]]]:
+        """The frames published on gateway channels up to the one answering ``request_id``."""
+        frames: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if got is None:
+                continue
+            frames.append(json.loads(decode_push(got["data"]).frame))
+            if frames[-1].get("requestId") == request_id:
+                return got["channel"].decode().split(":", 1)[1], frames
+        raise AssertionError(f"no reply to {request_id} on a gateway channel: {frames}")
+
+    try:
+        ack = await send(phone, cid, "one", requestId="r-new")
+        assert ack["type"] == "message_ack" and ack["message"]["seq"] == 1
+        assert (await laptop.expect("message"))["message"]["seq"] == 1
+        assert (await bob_client.expect("message"))["message"]["seq"] == 1
+        # The next reply on the gateway channel is published after that send's
+        # pipeline ran (its ack was already read): an ack there would come first.
+        missing = await send(phone, "no-such-conversation", "x", requestId="r-missing")
+        assert missing["code"] == "CONVERSATION_NOT_FOUND"
+        gateway_id, frames = await replies_until("r-missing")
+        assert [f["type"] for f in frames] == ["error"], frames
+
+        # What a gateway that predates the flag appends.
+        settings = Settings.from_env(stack.env("delivery"))
+        old = Command(
+            user_id=alice,
+            connection_id=phone.connected["connectionId"],
+            gateway_id=gateway_id,
+            accepted_at=time.time(),
+            frame=SendMessage(conversation_id=cid, content="two", request_id="r-old"),
+        )
+        stream = keys.command_stream(keys.command_partition(cid, settings.command_partitions))
+        await watcher.xadd(stream, {keys.STREAM_FIELD: encode_event(old)})
+        ack = await phone.expect("message_ack", requestId="r-old")
+        assert ack["message"]["seq"] == 2
+        _, frames = await replies_until("r-old")
+        assert [f["type"] for f in frames] == ["message_ack"], frames
+        assert (await laptop.expect("message"))["message"]["seq"] == 2
+        with pytest.raises(TimeoutError):
+            await phone.expect("message", timeout=0.5)
+    finally:
+        await pubsub.aclose()
+        await watcher.aclose()
 
 
 async def test_non_member_is_refused(connect) -> None:

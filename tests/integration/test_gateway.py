@@ -78,6 +78,47 @@ async def test_pushes_of_one_read_go_out_in_order_as_one_write(fresh_stack, redi
         await publisher.aclose()
 
 
+async def test_a_push_with_a_reply_gives_the_sending_connection_the_reply(
+    fresh_stack, redis_server
+) -> None:
+    """The sender's ack rides on the push to the sender's channel (shared.push)."""
+    gateway = fresh_stack.start("gateway")
+    user = uid("sender")
+    phone = await ChatClient.connect(gateway.ws_url, user)
+    laptop = await ChatClient.connect(gateway.ws_url, user)
+    publisher = redis.Redis.from_url(redis_server.url)
+    try:
+        push = json.dumps(
+            {"type": "system_notification", "message": "push", "level": "info", "timestamp": 1}
+        ).encode()
+        reply = json.dumps(
+            {"type": "system_notification", "message": "reply", "level": "info", "timestamp": 1}
+        ).encode()
+        sender = phone.connected["connectionId"]
+        envelope = encode_push(sender, push, time.time(), "send_message", reply)
+        assert await publisher.publish(keys.user_channel(user), envelope) == 1
+        assert (await laptop.expect("system_notification"))["message"] == "push"
+        assert (await phone.expect("system_notification"))["message"] == "reply"
+        # Each got its one frame: the sender no push, the other device no reply
+        # (a socket's frames arrive in order, so a stray one would come first).
+        after = json.dumps(
+            {"type": "system_notification", "message": "after", "level": "info", "timestamp": 1}
+        ).encode()
+        await publisher.publish(keys.user_channel(user), encode_push("", after))
+        for client in (phone, laptop):
+            assert (await client.expect("system_notification"))["message"] == "after"
+        _, body = gateway.http_get("/metrics")
+        assert re.search(
+            rb'^chat_gateway_request_round_trip_seconds_count\{type="send_message"\} 1.0$',
+            body,
+            re.M,
+        ), "the reply is timed as the request's round trip"
+    finally:
+        await phone.close()
+        await laptop.close()
+        await publisher.aclose()
+
+
 async def test_pushes_routed_before_a_revocation_arrive_before_the_close(
     fresh_stack, redis_server
 ) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from services.delivery.offline import next_id, valid_cursor
@@ -39,8 +40,17 @@ def test_push_envelope_round_trip() -> None:
         1234.5,
         "send_message",
         frame,
+        b"",
     )
-    assert decode_push(encode_push("", frame)) == ("", None, "", frame)
+    assert decode_push(encode_push("", frame)) == ("", None, "", frame, b"")
+    # The sender's ack on the push to its own channel: escaped tabs and
+    # newlines in either frame (msgspec never writes raw ones) stay inside it.
+    ack = msgspec.json.encode({"type": "message_ack", "message": {"content": "x\ty\nz"}})
+    assert b"\t" not in ack and b"\n" not in ack
+    push = decode_push(encode_push("conn-1", frame, 1.5, "send_message", ack))
+    assert push == ("conn-1", 1.5, "send_message", frame, ack)
+    # The envelope a delivery service without replies writes still reads.
+    assert decode_push(b"conn-1\t\t\n" + frame) == ("conn-1", None, "", frame, b"")
 
 
 def test_settings_from_env_and_validation() -> None:
