@@ -5,6 +5,7 @@ conversation's head (its seq counter with persistence off), moved up and never d
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ from redis.exceptions import ResponseError
 from services.delivery.outbox import Outbox
 from shared import keys
 from shared.command_conn import held_connection
+from shared.push import decode_push
 from shared.scripts import load_script
 from shared.settings import Settings
 
@@ -79,3 +81,52 @@ async def test_error_reply_reaches_its_callback_then_is_raised(
             conn.close()
     assert len(seen) == 1 and isinstance(seen[0], ResponseError)
     assert await client.get(key) == b"not a number"
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["pool", "held"])
+async def test_fan_out_publishes_or_queues_and_survives_a_lost_script(
+    client, redis_server, held: bool
+) -> None:
+    """``push_message``: one ``fanout_keep`` call, the sender's channel first and its
+    push carrying the reply; a call whose script Redis lost is sent again once the
+    script is loaded."""
+    settings = Settings.from_env({"CHAT_REDIS_URL": redis_server.url})
+    online, sender, offline = (f"u-{uuid.uuid4().hex}" for _ in range(3))
+    pubsub = client.pubsub()
+    await pubsub.subscribe(keys.user_channel(online), keys.user_channel(sender))
+    conn = held_connection(client) if held else None
+    frame, ack = b'{"type":"message"}', b'{"type":"message_ack"}'
+    try:
+        for attempt in range(2):
+            if attempt:
+                await client.script_flush()
+            outbox = Outbox(client, settings, conn)
+            outbox.push_message(
+                [online, offline, sender],
+                frame,
+                "c-1",
+                b"as queued",
+                skip_connection="conn-1",
+                reply=(sender, ack, "send_message"),
+            )
+            (command,) = outbox.commands
+            channels = tuple(keys.user_channel(u) for u in (sender, online, offline))
+            assert command[-3:] == channels and command[2] == 6, command
+            assert await outbox.flush() == [(offline, 0)]
+            pushes = {}
+            deadline = time.monotonic() + 5
+            while len(pushes) < 2:
+                assert time.monotonic() < deadline, f"both live members get the push: {pushes}"
+                # None also for a subscribe confirmation it skipped.
+                got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if got is not None:
+                    pushes[got["channel"].decode()] = decode_push(got["data"])
+            assert pushes[keys.user_channel(sender)] == (
+                "conn-1", None, "send_message", frame, ack
+            )  # fmt: skip
+            assert pushes[keys.user_channel(online)] == ("conn-1", None, "", frame, b"")
+        assert await client.xlen(keys.offline_queue_key(offline)) == 2
+    finally:
+        await pubsub.aclose()
+        if conn is not None:
+            conn.close()
