@@ -16,6 +16,10 @@ DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks.png"
 BASE = "chat"
 NOPERSIST = "chat-nopersist"
+# Issue #8's targets.
+TARGET_DELIVERIES = 50_000  # deliveries/s at which p99 should be ...
+TARGET_P99_MS = 20.0
+TARGET_IDLE_KIB = 16.0
 
 WORK_NOTES = {
     "chat": (
@@ -252,6 +256,10 @@ def _markdown(results: dict[str, Any], chart_name: str | None) -> str:
     if chart_name:
         add(f"![benchmarks]({chart_name})")
         add("")
+
+    targets = _targets_section(results)
+    if targets:
+        add(targets)
 
     # (a) fan-out fixed
     add("## (a) Fan-out at a fixed rate")
@@ -586,6 +594,91 @@ def _rounds_section(results: dict[str, Any], kind: str) -> str:
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _targets_section(results: dict[str, Any]) -> str:
+    """Issue #8's targets against this run's figures, each marked met or not."""
+    systems = results["systems"]
+    if NOPERSIST not in systems:
+        return ""
+
+    def cpu_over(peer: str, kind: str, ours: str = NOPERSIST) -> float | None:
+        ratios = round_ratios(systems, peer, ours, kind)  # ours / peer, round by round
+        return statistics.median(ratios) if ratios else None
+
+    def cpu_row(peer: str, target: str, limit: float, stretch: float | None = None) -> str:
+        if peer not in systems:
+            return ""
+        figures = {kind: cpu_over(peer, kind) for kind in ("fanout", "one2one")}
+        if None in figures.values():
+            return ""
+        stored = cpu_over(peer, "fanout", BASE) if BASE in systems else None
+        met = all(r is not None and r <= limit for r in figures.values())
+        verdict = "yes" if met else "**no**"
+        if stretch is not None:
+            below = all(r is not None and r < stretch for r in figures.values())
+            verdict += f"; the stretch (below it): {'yes' if below else '**no**'}"
+        return (
+            f"| {target} | fan-out {figures['fanout']:.2f}x, one-to-one "
+            f"{figures['one2one']:.2f}x"
+            + (f" (fan-out with persistence on: {stored:.2f}x)" if stored else "")
+            + f" | {verdict} |"
+        )
+
+    rows = [
+        cpu_row("socketio", "server CPU per delivery at most half of Socket.IO's", 0.5),
+        cpu_row("centrifugo", "server CPU per delivery within 1.5x of Centrifugo's", 1.5, 1.0),
+    ]
+    per_message = max(results["sizes"]["room_size"] - 1, 1)
+    rate = math.ceil(TARGET_DELIVERIES / per_message)
+    at_rate = []
+    met_p99: bool | None = None
+    for name, entry in _systems(results):
+        if rate not in results["sizes"].get("ramp_rates", []):
+            at_rate = ["not measured: this run's ramp had no such step"]
+            break
+        steps = (entry.get("ramp") or {}).get("steps", [])
+        step = next((s for s in steps if s["offered_rate"] == rate), None)
+        if step is None:
+            if steps:  # the ramp stopped at a lower rate
+                at_rate.append(f"{_label(entry)}: its ramp stopped below it")
+            continue
+        p99 = _lat(step, "p99")
+        held = step["complete"] and p99 is not None
+        at_rate.append(f"{_label(entry)} {_fmt(p99, 1)} ms" + ("" if held else " (not sustained)"))
+        if name == NOPERSIST:
+            met_p99 = bool(held and p99 <= TARGET_P99_MS)
+    if at_rate:
+        rows.append(
+            f"| p99 under {TARGET_P99_MS:g} ms at {TARGET_DELIVERIES:,} deliveries/s (fan-out, "
+            f"the {rate:g} msg/s ramp step) | {'; '.join(at_rate)} | "
+            f"{'not measured' if met_p99 is None else 'yes' if met_p99 else '**no**'} |"
+        )
+    idle = (systems.get(BASE) or {}).get("idle") or (systems[NOPERSIST].get("idle") or {})
+    if idle.get("main_rss_per_conn"):
+        kib = idle["main_rss_per_conn"] / 1024
+        rows.append(
+            f"| at most {TARGET_IDLE_KIB:g} KiB RSS per idle connection | {kib:.1f} KiB in the "
+            f"{idle['main_process']} process ({idle['total_rss_per_conn'] / 1024:.1f} KiB across "
+            f"all) | {'yes' if kib <= TARGET_IDLE_KIB else '**no**'} |"
+        )
+    rows = [r for r in rows if r]
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "## Targets",
+            "",
+            "Issue #8's targets against this run. CPU: this project with persistence off (the "
+            "like-for-like row; the peers store nothing) over the peer, the median of the "
+            "same-round ratios of the fixed-rate steps ((a) and (b) below).",
+            "",
+            "| target | this run | met? |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 def _knee_cpu_section(results: dict[str, Any]) -> str:

@@ -32,9 +32,12 @@ LOADGEN_BUSY = 0.85  # share of the load generator's CPUs (while sending) that m
 # 4,000 and 13,000, where steps 1.5x apart made a ratio between two systems
 # read 1.5x or 2.25x by which side of a step each fell. Below 1,500 the
 # fixed-rate scenarios measure, so the low end is sparse.
+# 5556 msg/s in rooms of 10 is 50,004 deliveries/s: the step at which issue #8
+# sets its latency target (p99 under 20 ms), measured rather than read between
+# the 5000 and 6000 steps.
 RAMP_RATES = (
-    *(50, 200, 300, 450, 700, 1000),
-    *(1500, 1800, 2200, 2700, 3300, 4000, 5000, 6000, 7500, 9000, 11000, 13000, 16000),
+    *(50, 200, 300, 450, 700, 1000, 1500, 1800, 2200, 2700, 3300, 4000),
+    *(5000, 5556, 6000, 7500, 9000, 11000, 13000, 16000),
 )
 
 
