@@ -52,6 +52,11 @@ class HistogramChild:
         self.counts[bisect_left(self._bounds, amount)] += 1
         self.sum += amount
 
+    def observe_many(self, amount: float, count: int) -> None:
+        """``count`` observations of the same ``amount``."""
+        self.counts[bisect_left(self._bounds, amount)] += count
+        self.sum += amount * count
+
 
 C = TypeVar("C", CounterChild, HistogramChild)
 
@@ -152,6 +157,10 @@ class FastHistogram(_Family[HistogramChild]):
     def observe(self, amount: float) -> None:
         assert self._unlabelled is not None, "a labelled histogram: observe() on a child"
         self._unlabelled.observe(amount)
+
+    def observe_many(self, amount: float, count: int) -> None:
+        assert self._unlabelled is not None, "a labelled histogram: observe_many() on a child"
+        self._unlabelled.observe_many(amount, count)
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()

@@ -27,6 +27,13 @@ def _exposition(fast: bool) -> list[str]:
     # On a bound, under the first, over the last, and in between.
     for value in (0.0005, 0.001, 0.003, 0.1, 5, 7.0, 0.0):
         e2e.observe(value)
+    # Several observations of one value at once (the gateway's pushes of one pass).
+    if fast:
+        e2e.observe_many(0.02, 3)
+        e2e.observe_many(0.05, 2)
+    else:
+        for value in (0.02, 0.02, 0.02, 0.05, 0.05):
+            e2e.observe(value)
     by_type.labels(type="ping").observe(0.002)
     text = generate_latest(registry).decode()
     return sorted(re.sub(r"^(\S*_created\S*) \S+$", r"\1 T", line) for line in text.splitlines())
