@@ -64,6 +64,11 @@ class PartitionManager:
         self._shared_reader = not isinstance(redis_client, RedisCluster)
         self.readers: dict[int, tuple[PartitionReader, asyncio.Task[None]]] = {}
         self._owned: set[int] = set()
+        # stop() runs while the rebalance loop may still: it waits for a pass
+        # under way, and no pass starts after it, or a partition it released
+        # would be taken again (its last batch redone, its lease held past us).
+        self._stopping = False
+        self._rebalancing = asyncio.Lock()
 
     @property
     def owned(self) -> list[int]:
@@ -94,7 +99,7 @@ class PartitionManager:
 
     async def run(self) -> None:
         interval = self.settings.lease_ttl_ms / 3000
-        while True:
+        while not self._stopping:
             raise_if_cancelled()
             try:
                 await self.rebalance()
@@ -103,6 +108,11 @@ class PartitionManager:
             await asyncio.sleep(interval)
 
     async def rebalance(self) -> None:
+        async with self._rebalancing:
+            if not self._stopping:
+                await self._rebalance()
+
+    async def _rebalance(self) -> None:
         now_ms = int(time.time() * 1000)
         registry = keys.delivery_instances_key()
         pipe = self.redis.pipeline(transaction=False)
@@ -186,6 +196,11 @@ class PartitionManager:
                 await task
 
     async def stop(self) -> None:
+        self._stopping = True
+        async with self._rebalancing:
+            await self._release_all()
+
+    async def _release_all(self) -> None:
         for partition in self.owned:
             await self._stop_reading(partition)
             with contextlib.suppress(*REDIS_ERRORS):

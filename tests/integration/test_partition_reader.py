@@ -168,23 +168,32 @@ async def test_removed_partition_is_not_handled(client, held) -> None:
         await _stop(reader, task)
 
 
-async def test_failed_takeover_gives_the_partition_back_and_other_leases_live_on(
-    redis_server,
-) -> None:
-    """A takeover that fails must not hold up the rebalance (and with it the
-    renewal of every other lease): the partition is released and taken over
-    again by a later rebalance, its pending entries included."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/250"  # a database of its own
+async def _two_partitions(
+    redis_server: Any, db: int, instance: str, **env: str
+) -> tuple[redis.Redis, Settings]:
+    """A client of an emptied database of the test's own, and a delivery instance's
+    settings with two partitions there."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
     client = redis.Redis.from_url(url)
     await client.flushdb()
     settings = Settings.from_env(
         {
             "CHAT_REDIS_URL": url,
             "CHAT_COMMAND_PARTITIONS": "2",
-            "CHAT_INSTANCE_ID": "d-takeover",
-            "CHAT_BLOCK_MS": "100",
+            "CHAT_INSTANCE_ID": instance,
+            **env,
         }
     )
+    return client, settings
+
+
+async def test_failed_takeover_gives_the_partition_back_and_other_leases_live_on(
+    redis_server,
+) -> None:
+    """A takeover that fails must not hold up the rebalance (and with it the
+    renewal of every other lease): the partition is released and taken over
+    again by a later rebalance, its pending entries included."""
+    client, settings = await _two_partitions(redis_server, 250, "d-takeover", CHAT_BLOCK_MS="100")
     stream = keys.command_stream(0)
     await client.xgroup_create(stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
     await _add(client, stream, b"left-by-the-dead")
@@ -328,3 +337,36 @@ async def test_removed_partition_waits_for_its_effects(client) -> None:
     finally:
         await _stop(reader, task)
     assert await _pending(client, a) == 0
+
+
+async def test_a_stopping_manager_takes_nothing_back_and_leaves_no_lease(redis_server) -> None:
+    """stop() while the rebalance loop still runs (as the service's shutdown calls
+    it): a partition released there must not be taken again by the next rebalance,
+    which would redo the batch whose XACK was still to go with the next read and
+    hold the lease past the process."""
+    client, settings = await _two_partitions(
+        redis_server,
+        251,
+        "d-stopping",
+        CHAT_BLOCK_MS="300",
+        CHAT_LEASE_TTL_MS="300",  # a rebalance every 0.1 s: several during stop()
+    )
+    streams = [keys.command_stream(p) for p in (0, 1)]
+    record = Recorder()
+    manager = PartitionManager(client, settings, record)
+    loop_task = asyncio.create_task(manager.run())
+    try:
+        await until(lambda: manager.owned == [0, 1], 10)
+        await _add(client, streams[0], b"m1")
+        await until(lambda: record.bodies(streams[0]) == [b"m1"], 10)
+        await manager.stop()
+        assert record.bodies(streams[0]) == [b"m1"]  # not redone
+        assert await _pending(client, streams[0]) == 0  # acknowledged on the way out
+        for p in (0, 1):
+            assert not await client.exists(keys.lease_key(keys.partition_resource(p))), p
+    finally:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+        await client.flushdb()
+        await client.aclose()
