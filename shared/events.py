@@ -57,10 +57,35 @@ class _DomainEvent(msgspec.Struct, tag_field="k", array_like=True, frozen=True):
 
 
 class MessageSent(_DomainEvent, tag="msg"):
+    """One message: what a delivery service that predates ``MessagesSent`` writes."""
+
     conversation_id: str
     sender_id: str
     content_type: str
     at: int
+
+
+class SentMessage(msgspec.Struct, array_like=True, frozen=True):
+    """One message of a ``MessagesSent``."""
+
+    conversation_id: str
+    sender_id: str
+    content_type: str
+
+
+class MessagesSent(_DomainEvent, tag="msgs"):
+    """The messages of one delivery batch, in one entry.
+
+    One entry per message cost a stream append, an encode, a decode and the
+    metrics service's wake-ups for each: with the servers' core full, about
+    4 % of it, which is what separates a p99 of tens of milliseconds from
+    one under 20 at 50,000 deliveries a second. The metrics service reads
+    both forms, so it is upgraded before delivery (an older one counts this
+    form as undecodable and skips it).
+    """
+
+    at: int
+    messages: list[SentMessage]
 
 
 class ConversationCreated(_DomainEvent, tag="conv"):
@@ -70,7 +95,7 @@ class ConversationCreated(_DomainEvent, tag="conv"):
     at: int
 
 
-DomainEvent = MessageSent | ConversationCreated
+DomainEvent = MessagesSent | MessageSent | ConversationCreated
 
 _command_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(Command)

@@ -11,7 +11,7 @@ For a batch of send_message commands of one partition:
    duplicate, or a stale seq counter that is reloaded) and continue;
 4. then push to every member's devices (the sender's ack riding on the push
    to the sender's own channel), keep the message for members with no live
-   connection, and record the domain event.
+   connection, and record the batch's messages as one domain event.
 The stream entries are acknowledged by the caller only after all of that.
 """
 
@@ -31,7 +31,7 @@ from services.delivery.offline import OfflineQueue, queued_form
 from services.delivery.outbox import Outbox
 from services.delivery.recent import RecentCache
 from services.delivery.store import Store, message_to_doc
-from shared.events import MessageSent, encode_event
+from shared.events import MessagesSent, SentMessage, encode_event
 from shared.logging import get_logger
 from shared.protocol import (
     CONVERSATION_NOT_FOUND,
@@ -163,12 +163,20 @@ class SendFlow:
         else:
             self._number_only(pending, outbox, now)
 
+        sent: list[SentMessage] = []
         for item in pending:
             # The ack rides on the fan-out (to the sender's own channel). A
             # duplicate is fanned out again too: its first attempt may have
             # stored it and then failed (a crash, a store error) before any
             # fan-out, and members dedupe by message id.
-            self._fan_out(outbox, item, now)
+            self._fan_out(outbox, item)
+            message = item.message
+            assert message is not None
+            sent.append(
+                SentMessage(message.conversation_id, message.sender_id, message.content_type)
+            )
+        if sent:
+            outbox.domain_event(encode_event(MessagesSent(at=now, messages=sent)))
         self.recent.add(outbox, [item.message for item in pending if item.message is not None])
         for request, original in repeats:
             assert original.message is not None
@@ -263,7 +271,7 @@ class SendFlow:
     def _ack(self, outbox: Outbox, request: Request, frame: SendMessage, message: Message) -> None:
         request.reply(outbox, _ack_frame(frame, message))
 
-    def _fan_out(self, outbox: Outbox, item: _Pending, now: int) -> None:
+    def _fan_out(self, outbox: Outbox, item: _Pending) -> None:
         """The push to every member's devices, with the sender's ack on the sender's channel."""
         message = item.message
         assert message is not None
@@ -288,14 +296,4 @@ class SendFlow:
             skip_connection=command.connection_id,
             accepted_at=command.accepted_at,
             reply=reply,
-        )
-        outbox.domain_event(
-            encode_event(
-                MessageSent(
-                    conversation_id=message.conversation_id,
-                    sender_id=message.sender_id,
-                    content_type=message.content_type,
-                    at=now,
-                )
-            )
         )

@@ -1,6 +1,6 @@
 """Domain events the stream's cap trimmed before this service read them.
 
-Delivery appends one domain event per message to a stream capped at
+Delivery appends one domain event per batch of messages to a stream capped at
 ``CHAT_EVENT_STREAM_MAXLEN`` (``MAXLEN ~``), and the cap trims the oldest
 entries whether or not the metrics group has read them: a metrics outage
 longer than the cap's worth of traffic loses events, and ``chat_messages_total``

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from shared import keys
 from shared.command_conn import CommandConnection
-from shared.events import ConversationCreated, MessageSent, decode_domain_event
+from shared.events import ConversationCreated, MessageSent, MessagesSent, decode_domain_event
 from shared.logging import get_logger
 from shared.redis_client import RedisClient
 from shared.scripts import execute_raw
@@ -41,13 +41,17 @@ class Rollup:
 
     async def handle(self, entries: Sequence[Entry], recovered: bool) -> None:
         active: dict[int, set[str]] = {}
-        # Counted per batch, then added once per content type: one event per
-        # message sent cluster-wide passes here.
+        # Counted per batch, then added once per content type: every message
+        # sent cluster-wide passes here (a delivery batch's in one event).
         sent: dict[str, int] = {}
         for _, event in decode_entries(keys.domain_event_stream(), entries, decode_domain_event):
-            if isinstance(event, MessageSent):
-                label = event.content_type if event.content_type in KNOWN_CONTENT_TYPES else "other"
-                sent[label] = sent.get(label, 0) + 1
+            if isinstance(event, MessagesSent):
+                senders = active.setdefault(event.at // 60_000, set())
+                for message in event.messages:
+                    _count(sent, message.content_type)
+                    senders.add(message.sender_id)
+            elif isinstance(event, MessageSent):  # from a delivery service that predates the above
+                _count(sent, event.content_type)
                 active.setdefault(event.at // 60_000, set()).add(event.sender_id)
             elif isinstance(event, ConversationCreated):
                 CONVERSATIONS.inc()
@@ -61,3 +65,8 @@ class Rollup:
                 commands.append(("PFADD", key, *users))
                 commands.append(("EXPIRE", key, ACTIVE_KEY_TTL_SECONDS))
             await execute_raw(self.redis, commands, (), self.conn)
+
+
+def _count(sent: dict[str, int], content_type: str) -> None:
+    label = content_type if content_type in KNOWN_CONTENT_TYPES else "other"
+    sent[label] = sent.get(label, 0) + 1

@@ -11,6 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics.gauges import ClusterGauges
 from shared import keys
+from shared.events import (
+    Command,
+    ConversationCreated,
+    MessageSent,
+    MessagesSent,
+    decode_domain_event,
+    encode_event,
+)
+from shared.protocol import SendMessage
 from shared.redis_client import create_standalone
 from shared.settings import Settings
 from tests.support.cancel import cancel_at_random_moments
@@ -126,6 +135,70 @@ async def test_counters_after_a_scripted_conversation(fresh_stack) -> None:
     finally:
         for c in (phone, laptop, b, m):
             await c.close()
+
+
+async def test_a_batch_of_sends_is_one_domain_event_and_either_form_is_counted(
+    fresh_stack,
+) -> None:
+    """Delivery records a batch's messages as one ``MessagesSent``; the metrics service
+    counts those and the one-per-message form an older delivery service writes."""
+    services = fresh_stack.start_all(CHAT_METRICS_REFRESH_SECONDS="0.5")
+    gateway, delivery, metrics = services["gateway"], services["delivery"], services["metrics"]
+    alice, bob, carol = uid("alice"), uid("bob"), uid("carol")
+    phone = await ChatClient.connect(gateway.ws_url, alice)
+    redis_client = fresh_stack.redis_client()
+    try:
+        cid = (await create_conversation(phone, bob))["id"]
+        events = keys.domain_event_stream()
+        # Appended while no delivery service runs, the four are one read, one batch.
+        delivery.stop()
+        settings = Settings.from_env(fresh_stack.env("delivery"))
+        stream = keys.command_stream(keys.command_partition(cid, settings.command_partitions))
+        for i, content_type in enumerate(("text", "text", "text", "sticker")):
+            command = Command(
+                user_id=alice,
+                connection_id=phone.connected["connectionId"],
+                gateway_id=gateway.instance_id,
+                accepted_at=time.time(),
+                frame=SendMessage(
+                    conversation_id=cid, content=f"m{i}", content_type=content_type,
+                    request_id=f"r{i}",
+                ),
+                ack_on_user_channel=True,
+            )  # fmt: skip
+            await redis_client.xadd(stream, {keys.STREAM_FIELD: encode_event(command)})
+        fresh_stack.restart(delivery)
+        for i in range(4):
+            assert (await phone.expect("message_ack", requestId=f"r{i}"))["message"]["seq"] == i + 1
+        recorded = [
+            decode_domain_event(body[keys.STREAM_FIELD])
+            for _, body in await redis_client.xrange(events)  # this stack's alone
+        ]
+        assert [type(e) for e in recorded] == [ConversationCreated, MessagesSent], recorded
+        event = recorded[1]
+        assert isinstance(event, MessagesSent)
+        assert [(m.conversation_id, m.sender_id, m.content_type) for m in event.messages] == [
+            (cid, alice, "text"),
+            (cid, alice, "text"),
+            (cid, alice, "text"),
+            (cid, alice, "sticker"),
+        ]
+        # What a delivery service that predates the batch form appends.
+        old = MessageSent(cid, carol, "text", int(time.time() * 1000))
+        await redis_client.xadd(events, {keys.STREAM_FIELD: encode_event(old)})
+
+        def counted() -> bool:
+            s = scrape(metrics)
+            return (
+                value(s, "chat_messages_total", content_type="text") == 4
+                and value(s, "chat_messages_total", content_type="other") == 1
+                and value(s, "chat_active_users", window="1m") == 2
+            )
+
+        await eventually(counted)
+    finally:
+        await phone.close()
+        await redis_client.aclose()
 
 
 async def test_health_turns_503_without_redis_and_200_when_back(workdir, ferretdb) -> None:
