@@ -180,11 +180,16 @@ class Outbox:
         self._on_reply.append((len(self._commands), on_reply))
         self.command("EVALSHA", script.sha, len(keys_), *keys_, *args)
 
-    def domain_event(self, body: bytes) -> None:
-        """Append an encoded domain event to its stream (capped, approximately)."""
-        self.command(
-            *xadd_words(keys.domain_event_stream(), body, self.settings.event_stream_maxlen)
-        )
+    def domain_event(self, body: bytes, messages: int = 1) -> None:
+        """Append an encoded domain event of ``messages`` messages to its stream.
+
+        The cap counts messages, as when every event was one: an event of a
+        batch's n messages is appended with a cap of ``1/n`` of it in entries,
+        so the stream holds about the cap's worth of messages (and of memory)
+        whatever the batches' sizes, not up to a whole batch per capped entry.
+        """
+        maxlen = max(self.settings.event_stream_maxlen // max(messages, 1), 1)
+        self.command(*xadd_words(keys.domain_event_stream(), body, maxlen))
 
     def __len__(self) -> int:
         return len(self._commands)

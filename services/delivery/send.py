@@ -176,7 +176,7 @@ class SendFlow:
                 SentMessage(message.conversation_id, message.sender_id, message.content_type)
             )
         if sent:
-            outbox.domain_event(encode_event(MessagesSent(at=now, messages=sent)))
+            outbox.domain_event(encode_event(MessagesSent(at=now, messages=sent)), len(sent))
         self.recent.add(outbox, [item.message for item in pending if item.message is not None])
         for request, original in repeats:
             assert original.message is not None

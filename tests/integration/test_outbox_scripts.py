@@ -1,7 +1,8 @@
 """A script call in a batch's fan-out pipeline, on a real Redis: its reply reaches
 its callback when the pipeline settles (an error reply too, before it is raised),
 and a script Redis lost is loaded again. ``seq_advance`` is the one in use: a
-conversation's head (its seq counter with persistence off), moved up and never down."""
+conversation's head (its seq counter with persistence off), moved up and never down.
+The domain-event stream's cap, applied by the outbox, counts messages."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from services.delivery.outbox import Outbox
@@ -130,3 +132,24 @@ async def test_fan_out_publishes_or_queues_and_survives_a_lost_script(
         await pubsub.aclose()
         if conn is not None:
             conn.close()
+
+
+async def test_the_domain_event_cap_counts_messages_not_entries(redis_server) -> None:
+    """An event of a batch's n messages is appended with 1/n of the cap: the stream
+    holds about the cap's worth of messages, not up to a batch per capped entry."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/252"  # a database of its own
+    client = redis.Redis.from_url(url)
+    settings = Settings.from_env({"CHAT_REDIS_URL": url, "CHAT_EVENT_STREAM_MAXLEN": "1000"})
+    stream = keys.domain_event_stream()
+    try:
+        for messages, most in ((1, 300), (50, 1000 // 50 + 100)):
+            await client.delete(stream)
+            outbox = Outbox(client, settings)
+            for _ in range(300):
+                outbox.domain_event(b"event", messages)
+            await outbox.flush()
+            # MAXLEN ~ trims whole nodes of the stream (100 entries each): within one node.
+            assert await client.xlen(stream) <= most, messages
+    finally:
+        await client.flushdb()
+        await client.aclose()
