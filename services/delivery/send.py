@@ -163,21 +163,17 @@ class SendFlow:
         else:
             self._number_only(pending, outbox, now)
 
-        sent: list[SentMessage] = []
+        messages: list[Message] = []
         for item in pending:
             # The ack rides on the fan-out (to the sender's own channel). A
             # duplicate is fanned out again too: its first attempt may have
             # stored it and then failed (a crash, a store error) before any
             # fan-out, and members dedupe by message id.
-            self._fan_out(outbox, item)
-            message = item.message
-            assert message is not None
-            sent.append(
-                SentMessage(message.conversation_id, message.sender_id, message.content_type)
-            )
-        if sent:
+            messages.append(self._fan_out(outbox, item))
+        if messages:
+            sent = [SentMessage(m.conversation_id, m.sender_id, m.content_type) for m in messages]
             outbox.domain_event(encode_event(MessagesSent(at=now, messages=sent)), len(sent))
-        self.recent.add(outbox, [item.message for item in pending if item.message is not None])
+        self.recent.add(outbox, messages)
         for request, original in repeats:
             assert original.message is not None
             self._ack(outbox, request, request.command.frame, original.message)  # type: ignore[arg-type]
@@ -271,8 +267,9 @@ class SendFlow:
     def _ack(self, outbox: Outbox, request: Request, frame: SendMessage, message: Message) -> None:
         request.reply(outbox, _ack_frame(frame, message))
 
-    def _fan_out(self, outbox: Outbox, item: _Pending) -> None:
-        """The push to every member's devices, with the sender's ack on the sender's channel."""
+    def _fan_out(self, outbox: Outbox, item: _Pending) -> Message:
+        """The push to every member's devices, with the sender's ack on the sender's
+        channel; returns the message."""
         message = item.message
         assert message is not None
         request = item.request
@@ -297,3 +294,4 @@ class SendFlow:
             accepted_at=command.accepted_at,
             reply=reply,
         )
+        return message
