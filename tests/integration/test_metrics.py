@@ -26,7 +26,7 @@ from tests.support.cancel import cancel_at_random_moments
 from tests.support.chat import create_conversation, send, uid
 from tests.support.client import ChatClient
 from tests.support.promtool import check_metrics_text
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, own_database
 from tests.support.stack import Service, Stack
 
 
@@ -230,7 +230,7 @@ async def test_active_user_windows_count_whole_minutes_back_from_the_current_one
     redis_server: RedisServer,
 ) -> None:
     """A user active 30 s ago is in the 1-minute window though a new minute has begun."""
-    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/250"))
+    client = create_standalone(Settings(redis_url=own_database(redis_server.url)))
     gauges = ClusterGauges(client, Settings())
     try:
         await client.flushdb()
@@ -252,7 +252,7 @@ async def test_active_user_windows_count_whole_minutes_back_from_the_current_one
 async def test_stream_gauges_skip_a_stream_not_yet_created_and_say_why_one_fails(
     redis_server: RedisServer,
 ) -> None:
-    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/251"))
+    client = create_standalone(Settings(redis_url=own_database(redis_server.url)))
     gauges = ClusterGauges(client, Settings())
     commands, events = keys.command_stream(0), keys.domain_event_stream()
     try:
@@ -271,7 +271,7 @@ async def test_stream_gauges_skip_a_stream_not_yet_created_and_say_why_one_fails
 
 
 async def test_the_gauge_refresh_loop_ends_when_cancelled(redis_server: RedisServer) -> None:
-    client = create_standalone(Settings(redis_url=redis_server.url.rsplit("/", 1)[0] + "/252"))
+    client = create_standalone(Settings(redis_url=own_database(redis_server.url)))
     gauges = ClusterGauges(client, Settings())
     try:
         await cancel_at_random_moments(lambda: gauges.run(0.0005))

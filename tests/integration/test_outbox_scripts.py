@@ -20,6 +20,7 @@ from shared.command_conn import held_connection
 from shared.push import decode_push
 from shared.scripts import load_script
 from shared.settings import Settings
+from tests.support.servers import own_database
 
 
 async def advance(client: Any, settings: Settings, tops: dict[str, int], held: bool) -> dict:
@@ -137,7 +138,7 @@ async def test_fan_out_publishes_or_queues_and_survives_a_lost_script(
 async def test_the_domain_event_cap_counts_messages_not_entries(redis_server) -> None:
     """An event of a batch's n messages is appended with 1/n of the cap: the stream
     holds about the cap's worth of messages, not up to a batch per capped entry."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/252"  # a database of its own
+    url = own_database(redis_server.url)
     client = redis.Redis.from_url(url)
     settings = Settings.from_env({"CHAT_REDIS_URL": url, "CHAT_EVENT_STREAM_MAXLEN": "1000"})
     stream = keys.domain_event_stream()

@@ -23,6 +23,7 @@ from shared.lease import Lease
 from shared.settings import Settings
 from shared.streams import Entry
 from tests.support.chat import until
+from tests.support.servers import own_database
 
 GROUP = "delivery"
 
@@ -169,11 +170,11 @@ async def test_removed_partition_is_not_handled(client, held) -> None:
 
 
 async def _two_partitions(
-    redis_server: Any, db: int, instance: str, **env: str
+    redis_server: Any, instance: str, **env: str
 ) -> tuple[redis.Redis, Settings]:
     """A client of an emptied database of the test's own, and a delivery instance's
     settings with two partitions there."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
+    url = own_database(redis_server.url)
     client = redis.Redis.from_url(url)
     await client.flushdb()
     settings = Settings.from_env(
@@ -193,7 +194,7 @@ async def test_failed_takeover_gives_the_partition_back_and_other_leases_live_on
     """A takeover that fails must not hold up the rebalance (and with it the
     renewal of every other lease): the partition is released and taken over
     again by a later rebalance, its pending entries included."""
-    client, settings = await _two_partitions(redis_server, 250, "d-takeover", CHAT_BLOCK_MS="100")
+    client, settings = await _two_partitions(redis_server, "d-takeover", CHAT_BLOCK_MS="100")
     stream = keys.command_stream(0)
     await client.xgroup_create(stream, keys.DELIVERY_GROUP, id="0", mkstream=True)
     await _add(client, stream, b"left-by-the-dead")
@@ -346,7 +347,6 @@ async def test_a_stopping_manager_takes_nothing_back_and_leaves_no_lease(redis_s
     hold the lease past the process."""
     client, settings = await _two_partitions(
         redis_server,
-        251,
         "d-stopping",
         CHAT_BLOCK_MS="300",
         CHAT_LEASE_TTL_MS="300",  # a rebalance every 0.1 s: several during stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -21,6 +22,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Tests and stacks that coexist on one redis-server (a module's shared stack,
+# a test's own stack, a test on a database of its own) must not share keys,
+# streams or consumer groups: each gets its own database. Database 0 is the
+# shared ``client`` fixture's. Pub/sub is server-wide, but every channel name
+# carries a unique user or gateway id, so they do not meet there either.
+_databases = itertools.count()
+
+
+def own_database(redis_url: str) -> str:
+    """``redis_url`` on a database (1 to 255) nobody else in this session was given
+    recently; a TLS URL keeps its query (certificate paths hold slashes too)."""
+    base, query = redis_url.split("?", 1) if "?" in redis_url else (redis_url, "")
+    url = base.rsplit("/", 1)[0] + f"/{1 + next(_databases) % 255}"
+    return f"{url}?{query}" if query else url
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 import urllib.request
@@ -12,18 +11,12 @@ from pathlib import Path
 from shared.ratelimit import DEFAULT_LIMITS
 from shared.redis_client import RedisClient, create_redis
 from shared.settings import Settings
-from tests.support.servers import Process, free_port, wait_until
+from tests.support.servers import Process, free_port, own_database, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-" + "x" * 24
 
 SERVICES = ("gateway", "delivery", "presence", "metrics")
-
-# Stacks that coexist on one redis-server (a module's shared stack and a test's
-# own) must not share streams or consumer groups: each gets its own database.
-# Pub/sub is server-wide, but every channel name carries a unique user or
-# gateway id, so they do not meet there either.
-_databases = itertools.count(1)
 
 
 class Service(Process):
@@ -70,10 +63,7 @@ class Stack:
     """Services sharing one Redis and one MongoDB database."""
 
     def __init__(self, redis_url: str, mongo_uri: str, workdir: Path, **overrides: str) -> None:
-        base, query = redis_url.split("?", 1) if "?" in redis_url else (redis_url, "")
-        self.redis_url = base.rsplit("/", 1)[0] + f"/{next(_databases) % 256}"
-        if query:  # options such as rediss:// certificate files
-            self.redis_url += "?" + query
+        self.redis_url = own_database(redis_url)
         self.mongo_uri = mongo_uri
         self.workdir = workdir
         self.db_name = "chat_" + uuid.uuid4().hex[:10]
